@@ -1,0 +1,159 @@
+package store
+
+import (
+	"context"
+	"errors"
+	"time"
+)
+
+// Errors every Store returns for the same conditions; compare with errors.Is.
+var (
+	// ErrNotFound: the record asked for does not exist or has expired.
+	ErrNotFound = errors.New("store: not found")
+	// ErrTooManyBindings: adding the binding would exceed the per-AOR limit.
+	ErrTooManyBindings = errors.New("store: too many bindings for aor")
+	// ErrClosed: the store was closed.
+	ErrClosed = errors.New("store: closed")
+)
+
+// Flow names the connection that owns a device's TCP/TLS flow: the node that
+// accepted it and that node's id for the connection (its remote address).
+type Flow struct {
+	Node string `json:"node"`
+	Conn string `json:"conn"`
+}
+
+// PushTarget is how a device is woken. Built by the registrar from the
+// Contact's push parameters (RFC 8599 or Linphone legacy); secrets inside
+// (tokens) are never logged in full and never sent to the PBX.
+type PushTarget struct {
+	// Provider is the RFC 8599 pn-provider: apns, apns.dev, fcm, webpush.
+	Provider string `json:"provider"`
+	// Token is the primary device token (pn-prid). With Apple's
+	// "remote&voip" form it is the VoIP token when one was given.
+	Token string `json:"token"`
+	// Param is pn-param: APNs "TEAMID.bundle.id[.voip]", FCM project id.
+	Param string `json:"param,omitempty"`
+	// PURR is the RFC 8599 pn-purr, when the device gave one.
+	PURR string `json:"purr,omitempty"`
+	// Types lists the push types the device accepts: voip, remote, ...
+	Types []string `json:"types,omitempty"`
+	// Tokens maps a push type to its token when the device gave one per
+	// type (Apple "remote&voip" multi-token form).
+	Tokens map[string]string `json:"tokens,omitempty"`
+	// Legacy keeps Linphone legacy options (pn-msg-str, pn-call-str,
+	// pn-silent, pn-timeout, ...) verbatim.
+	Legacy map[string]string `json:"legacy,omitempty"`
+}
+
+// Upstream is the state of a device's registration at the PBX.
+type Upstream struct {
+	// CallID and CSeq of the last REGISTER sipwake sent upstream for it.
+	CallID string `json:"call_id,omitempty"`
+	CSeq   uint32 `json:"cseq,omitempty"`
+	// Expires is when the PBX's registration lapses (granted expiry).
+	Expires time.Time `json:"expires,omitempty"`
+}
+
+// Binding is one device's registration under an AOR.
+type Binding struct {
+	// AOR is the normalised address of record, "sip:user@domain".
+	AOR string `json:"aor"`
+	// Instance is the device identity: +sip.instance, else the push token,
+	// else the Contact URI. One binding per (AOR, Instance).
+	Instance string `json:"instance"`
+	// SIPInstance is the raw +sip.instance value, when the device sent one.
+	SIPInstance string `json:"sip_instance,omitempty"`
+	// RegID is the RFC 5626 reg-id, 0 when absent.
+	RegID int `json:"reg_id,omitempty"`
+	// Contact is the device's Contact URI without push parameters.
+	Contact string `json:"contact"`
+	// Source is the address ("ip:port") the REGISTER came from.
+	Source string `json:"source"`
+	// Transport is udp, tcp, tls, ws or wss.
+	Transport string `json:"transport"`
+	// Flow is the connection that owns the device's flow (reliable
+	// transports; for UDP the node that received the REGISTER).
+	Flow Flow `json:"flow"`
+	// Push is nil when the device gave no push parameters.
+	Push *PushTarget `json:"push,omitempty"`
+	// Token is the opaque, unguessable token in sipwake's masqueraded
+	// contact for this binding; BindingByToken finds the binding from it.
+	Token string `json:"token"`
+	// Expires is when the device's registration lapses.
+	Expires time.Time `json:"expires"`
+	// Upstream is the registration state at the PBX.
+	Upstream Upstream `json:"upstream"`
+	// UserAgent is the device's User-Agent header.
+	UserAgent string `json:"user_agent,omitempty"`
+	// LastSeen is when the device last registered.
+	LastSeen time.Time `json:"last_seen"`
+}
+
+// Live reports whether the binding has not expired at now.
+func (b *Binding) Live(now time.Time) bool { return now.Before(b.Expires) }
+
+// EventKind says what happened to a binding.
+type EventKind string
+
+// Binding-change event kinds.
+const (
+	EventBindingPut     EventKind = "put"
+	EventBindingDeleted EventKind = "deleted"
+)
+
+// Event is a binding change published to every node.
+type Event struct {
+	Kind     EventKind `json:"kind"`
+	AOR      string    `json:"aor"`
+	Instance string    `json:"instance"`
+	// Node is the node that made the change.
+	Node string `json:"node"`
+}
+
+// ListOptions filters ListBindings.
+type ListOptions struct {
+	// AOR, when set, limits the listing to that AOR.
+	AOR string
+	// Limit caps the number returned (0 = no cap).
+	Limit int
+}
+
+// Bindings stores device registrations. Expired bindings are never
+// returned; the store removes them by itself.
+type Bindings interface {
+	// PutBinding inserts or replaces the binding (AOR, Instance) atomically.
+	// When a new instance would make the AOR hold more than max live
+	// bindings (max > 0), it returns ErrTooManyBindings and stores nothing.
+	// It returns the binding it replaced, or nil. It also drops any other
+	// binding of the AOR whose Token equals b.Token.
+	PutBinding(ctx context.Context, b Binding, max int) (prev *Binding, err error)
+	// DeleteBinding removes one binding; ErrNotFound when absent.
+	DeleteBinding(ctx context.Context, aor, instance string) error
+	// DeleteAOR removes every binding of the AOR and returns how many.
+	DeleteAOR(ctx context.Context, aor string) (int, error)
+	// Bindings returns the live bindings of one AOR, oldest first.
+	Bindings(ctx context.Context, aor string) ([]Binding, error)
+	// BindingByToken finds a live binding by its contact token.
+	BindingByToken(ctx context.Context, token string) (Binding, error)
+	// ListBindings lists live bindings across AORs, sorted by AOR then
+	// instance.
+	ListBindings(ctx context.Context, opt ListOptions) ([]Binding, error)
+}
+
+// Events carries binding-change events between nodes.
+type Events interface {
+	// Subscribe delivers every binding-change event made from now on, by
+	// any node, until ctx ends; the channel is closed then.
+	Subscribe(ctx context.Context) (<-chan Event, error)
+}
+
+// Store is everything sipwake keeps.
+type Store interface {
+	Bindings
+	Events
+	// Ping reports whether the backend is reachable (readiness).
+	Ping(ctx context.Context) error
+	// Close releases the backend.
+	Close() error
+}
