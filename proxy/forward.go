@@ -1,0 +1,467 @@
+package proxy
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"net"
+	"net/netip"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/emiago/sipgo/sip"
+	"go.uber.org/zap"
+)
+
+// ForwardOptions tells the forwarder where and how to relay a request.
+type ForwardOptions struct {
+	// Target is the next hop.
+	Target Target
+	// Prepare edits the outgoing copy after the standard proxy changes
+	// (Request-URI, Max-Forwards, Via, Record-Route).
+	Prepare func(out *sip.Request) error
+	// OnResponse edits each response, already without our Via, before it
+	// is relayed; it may return a different response. It runs in the
+	// forwarding goroutine, in order.
+	OnResponse func(res *sip.Response) *sip.Response
+	// NoRecordRoute keeps sipwake out of the dialog's route set.
+	NoRecordRoute bool
+}
+
+// Timer C (RFC 3261 §16.6 step 11): an INVITE branch that got a
+// provisional response but no final one is cancelled after it.
+const timerC = 3 * time.Minute
+
+// maxUDPRequest: a request larger than this is sent over TCP when the next
+// hop is not a device flow (RFC 3261 §18.1.1, path MTU unknown).
+const maxUDPRequest = 1300
+
+var raiseUDPLimit sync.Once
+
+// forward relays r statefully to opt.Target and its responses back.
+func (s *Server) forward(ctx context.Context, r *Request, opt ForwardOptions) {
+	req := r.Msg
+	if mf := req.MaxForwards(); mf != nil && *mf == 0 {
+		r.Respond(483, "Too Many Hops")
+		return
+	}
+	if s.looped(req) {
+		r.Log().Info("request refused", zap.String("reason", "loop detected"))
+		r.Respond(482, "Loop Detected")
+		return
+	}
+	t := opt.Target
+	tp := strings.ToUpper(t.Transport)
+	if tp == "" {
+		tp = "UDP"
+	}
+	out, err := s.buildForward(r, opt, tp)
+	if err != nil {
+		r.Log().Warn("forward failed", zap.Error(err))
+		r.Respond(500, "Server Internal Error")
+		return
+	}
+	if tp == "UDP" && !t.Flow && s.listenerFor("TCP") != nil && len(out.String()) > maxUDPRequest {
+		tp = "TCP"
+		if out, err = s.buildForward(r, opt, tp); err != nil {
+			r.Respond(500, "Server Internal Error")
+			return
+		}
+	}
+	if t.Flow && tp != "UDP" {
+		if _, err := s.tpl.GetConnection(tp, t.Dest); err != nil {
+			r.Log().Info("flow gone", zap.String(FieldDst, t.Dest), zap.String(FieldTransport, strings.ToLower(tp)))
+			if !req.IsAck() {
+				r.Respond(480, "Temporarily Unavailable", sip.NewHeader("Warning", `399 sipwake "device connection closed"`))
+			}
+			return
+		}
+	}
+	s.metrics.request(out.Method, dirOut)
+	if req.IsAck() {
+		if err := s.tpl.WriteMsg(out); err != nil {
+			r.Log().Info("ack not forwarded", zap.String(FieldDst, t.Dest), zap.Error(err))
+		}
+		return
+	}
+	cctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	tx, err := s.txl.Request(cctx, out)
+	cancel()
+	if err != nil {
+		s.upstreamState(t, false)
+		r.Log().Info("forward failed", zap.String(FieldDst, t.Dest), zap.Error(err))
+		r.Respond(503, "Service Unavailable", sip.NewHeader("Warning", `399 sipwake "next hop unreachable"`))
+		return
+	}
+	defer tx.Terminate()
+	s.relay(r, opt, out, tx)
+}
+
+// buildForward makes the outgoing copy of r for transport tp (RFC 3261
+// §16.6 steps 1-8).
+func (s *Server) buildForward(r *Request, opt ForwardOptions, tp string) (*sip.Request, error) {
+	req := r.Msg
+	t := opt.Target
+	l := s.listenerFor(tp)
+	if l == nil {
+		return nil, errors.New("proxy: no listener for transport " + tp)
+	}
+	out := req.Clone()
+	if t.URI != nil {
+		out.Recipient = *t.URI.Clone()
+	}
+	if mf := out.MaxForwards(); mf != nil {
+		mf.Dec()
+	} else {
+		m := sip.MaxForwardsHeader(70)
+		out.AppendHeader(&m)
+	}
+	if !opt.NoRecordRoute && !r.InDialog() && recordRoutes(req.Method) {
+		s.addRecordRoute(r, out, l, t, tp)
+	}
+	params := sip.NewParams()
+	params.Add("branch", branchPrefix+loopHash(req, viaKey(req.Via()))+"."+randomToken())
+	params.Add("rport", "")
+	out.PrependHeader(&sip.ViaHeader{
+		ProtocolName: "SIP", ProtocolVersion: "2.0", Transport: tp,
+		Host: l.advHost, Port: l.advPort, Params: params,
+	})
+	out.SetTransport(tp)
+	out.SetDestination(t.Dest)
+	out.SetSource("")
+	out.Laddr = sip.Addr{}
+	if tp == "UDP" {
+		out.Laddr = sip.Addr{IP: net.IP(l.bound.Addr().AsSlice()), Port: int(l.bound.Port())}
+	}
+	if opt.Prepare != nil {
+		if err := opt.Prepare(out); err != nil {
+			return nil, err
+		}
+	}
+	return out, nil
+}
+
+func recordRoutes(m sip.RequestMethod) bool {
+	return m == sip.INVITE || m == sip.SUBSCRIBE || m == sip.REFER
+}
+
+// addRecordRoute inserts our Record-Route (RFC 3261 §16.6 step 4): one
+// entry when both legs use the same listener, two when they differ
+// (transport or interface). The entry facing the device carries the
+// device's flow token.
+func (s *Server) addRecordRoute(r *Request, out *sip.Request, lout *listener, t Target, tp string) {
+	lin := s.listenerFor(r.Transport)
+	if lin == nil {
+		lin = lout
+	}
+	cid := ""
+	if h := out.CallID(); h != nil {
+		cid = h.Value()
+	}
+	var inTok, outTok string
+	switch {
+	case t.Device:
+		outTok = s.flows.encode(Flow{Transport: tp, Remote: t.Dest}, cid)
+	case !r.Trusted:
+		inTok = s.flows.encode(Flow{Transport: r.Transport, Remote: r.Source}, cid)
+	}
+	if lin == lout {
+		tok := outTok
+		if tok == "" {
+			tok = inTok
+		}
+		out.PrependHeader(&sip.RecordRouteHeader{Address: rrURI(lout, tok)})
+		return
+	}
+	out.PrependHeader(&sip.RecordRouteHeader{Address: rrURI(lin, inTok)})
+	out.PrependHeader(&sip.RecordRouteHeader{Address: rrURI(lout, outTok)})
+}
+
+func rrURI(l *listener, user string) sip.Uri {
+	p := sip.NewParams()
+	p.Add("transport", strings.ToLower(l.network))
+	p.Add("lr", "")
+	return sip.Uri{Scheme: "sip", User: user, Host: l.advHost, Port: l.advPort, UriParams: p}
+}
+
+// PathURI is the URI sipwake puts in a Path header (RFC 3327) for
+// requests that reach it over transport.
+func (s *Server) PathURI(transport string) (sip.Uri, error) {
+	l := s.listenerFor(transport)
+	if l == nil {
+		return sip.Uri{}, errors.New("proxy: no listener for transport " + transport)
+	}
+	return rrURI(l, ""), nil
+}
+
+func randomToken() string {
+	var b [8]byte
+	_, _ = rand.Read(b[:])
+	return hex.EncodeToString(b[:])
+}
+
+// relay waits for the branch's responses and relays them (RFC 3261 §16.7),
+// handling CANCEL, Timer C and 2xx retransmissions.
+func (s *Server) relay(r *Request, opt ForwardOptions, out *sip.Request, tx sip.ClientTransaction) {
+	isInvite := out.IsInvite()
+	var (
+		mu        sync.Mutex
+		gotProv   bool
+		cancelled bool
+		sentCncl  bool
+	)
+	sendCancel := func(reason sip.Header) {
+		// under mu
+		if sentCncl {
+			return
+		}
+		sentCncl = true
+		go s.sendCancel(out, reason)
+	}
+	if isInvite {
+		r.Tx.OnCancel(func(c *sip.Request) {
+			mu.Lock()
+			defer mu.Unlock()
+			cancelled = true
+			r.answered.Store(true) // the transaction layer answered 487
+			if gotProv {
+				sendCancel(c.GetHeader("Reason"))
+			}
+		})
+		if ctx, ok := tx.(*sip.ClientTx); ok {
+			ctx.OnRetransmission(func(res *sip.Response) {
+				if res.IsSuccess() {
+					s.relay2xxRetransmission(r, opt, res)
+				}
+			})
+		}
+	}
+	var tc <-chan time.Time
+	var timer *time.Timer
+	defer func() {
+		if timer != nil {
+			timer.Stop()
+		}
+	}()
+	for {
+		select {
+		case res, ok := <-tx.Responses():
+			if !ok {
+				return
+			}
+			s.metrics.response(out.Method, res.StatusCode, dirIn)
+			s.upstreamState(opt.Target, true)
+			if res.StatusCode == 100 {
+				continue // hop by hop
+			}
+			if res.IsProvisional() {
+				mu.Lock()
+				gotProv = true
+				if cancelled {
+					sendCancel(nil)
+				}
+				mu.Unlock()
+				if isInvite {
+					if timer == nil {
+						timer = time.NewTimer(timerC)
+						tc = timer.C
+					} else {
+						timer.Reset(timerC)
+					}
+				}
+			}
+			s.relayResponse(r, opt, res)
+			if !res.IsProvisional() {
+				return
+			}
+		case <-tx.Done():
+			err := tx.Err()
+			if errors.Is(err, sip.ErrTransactionTimeout) || errors.Is(err, sip.ErrTransactionTransport) {
+				s.upstreamState(opt.Target, false)
+			}
+			if r.answered.Load() {
+				return
+			}
+			if errors.Is(err, sip.ErrTransactionTimeout) {
+				r.Respond(408, "Request Timeout")
+			} else {
+				r.Log().Info("forward failed", zap.String(FieldDst, opt.Target.Dest), zap.Error(err))
+				r.Respond(503, "Service Unavailable", sip.NewHeader("Warning", `399 sipwake "next hop failed"`))
+			}
+			return
+		case <-tc:
+			mu.Lock()
+			sendCancel(sip.NewHeader("Reason", `SIP;cause=408;text="Timer C"`))
+			mu.Unlock()
+			if !r.answered.Load() {
+				r.Respond(408, "Request Timeout")
+			}
+			return
+		}
+	}
+}
+
+// relayResponse sends a downstream response upstream on the server
+// transaction after removing our Via.
+func (s *Server) relayResponse(r *Request, opt ForwardOptions, res *sip.Response) {
+	out := res.Clone()
+	out.RemoveHeader("Via")
+	if out.Via() == nil {
+		return
+	}
+	if opt.OnResponse != nil {
+		if out = opt.OnResponse(out); out == nil {
+			return
+		}
+	}
+	out.SetTransport(r.Transport)
+	out.SetDestination(responseDest(out.Via(), r.Source, r.Transport))
+	if r.answered.Load() && !out.IsSuccess() {
+		return // already answered (CANCEL, Timer C)
+	}
+	r.RespondWith(out)
+}
+
+// relay2xxRetransmission passes a retransmitted 2xx upstream (RFC 6026):
+// through the server transaction while it lives, else straight to the
+// transport.
+func (s *Server) relay2xxRetransmission(r *Request, opt ForwardOptions, res *sip.Response) {
+	out := res.Clone()
+	out.RemoveHeader("Via")
+	if out.Via() == nil {
+		return
+	}
+	if opt.OnResponse != nil {
+		if out = opt.OnResponse(out); out == nil {
+			return
+		}
+	}
+	out.SetTransport(r.Transport)
+	out.SetDestination(responseDest(out.Via(), r.Source, r.Transport))
+	s.metrics.response(r.Msg.Method, out.StatusCode, dirOut)
+	if err := r.Tx.Respond(out); err != nil {
+		_ = s.tpl.WriteMsg(out)
+	}
+}
+
+// responseDest is where a response goes (RFC 3261 §18.2.2, RFC 3581 §4):
+// the source of the request for reliable transports and when rport was
+// used, else the received address and the Via port.
+func responseDest(via *sip.ViaHeader, source, transport string) string {
+	if sip.IsReliable(transport) {
+		return source
+	}
+	host := via.Host
+	port := via.Port
+	if rcv, ok := via.Params.Get("received"); ok && rcv != "" {
+		host = rcv
+	}
+	if rp, ok := via.Params.Get("rport"); ok && rp != "" {
+		if n, err := strconv.Atoi(rp); err == nil {
+			port = n
+		}
+	}
+	if port == 0 {
+		port = sip.DefaultPort(transport)
+	}
+	return net.JoinHostPort(strings.Trim(host, "[]"), strconv.Itoa(port))
+}
+
+// sendCancel cancels a forwarded INVITE (RFC 3261 §9.1, §16.10).
+func (s *Server) sendCancel(inv *sip.Request, reason sip.Header) {
+	c := sip.NewRequest(sip.CANCEL, inv.Recipient)
+	c.SipVersion = inv.SipVersion
+	c.AppendHeader(inv.Via().Clone())
+	for _, h := range inv.GetHeaders("Route") {
+		c.AppendHeader(sip.HeaderClone(h))
+	}
+	mf := sip.MaxForwardsHeader(70)
+	c.AppendHeader(&mf)
+	for _, name := range []string{"From", "To", "Call-ID"} {
+		if h := inv.GetHeader(name); h != nil {
+			c.AppendHeader(sip.HeaderClone(h))
+		}
+	}
+	if cs := inv.CSeq(); cs != nil {
+		c.AppendHeader(&sip.CSeqHeader{SeqNo: cs.SeqNo, MethodName: sip.CANCEL})
+	}
+	if reason != nil {
+		c.AppendHeader(sip.NewHeader("Reason", reason.Value()))
+	}
+	c.SetTransport(inv.Transport())
+	c.SetDestination(inv.Destination())
+	c.Laddr = inv.Laddr
+	s.metrics.request(sip.CANCEL, dirOut)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	tx, err := s.txl.Request(ctx, c)
+	if err != nil {
+		s.log.Info("cancel not sent", CallID(inv.CallID().Value()), zap.Error(err))
+		return
+	}
+	defer tx.Terminate()
+	select {
+	case res := <-tx.Responses():
+		s.metrics.response(sip.CANCEL, res.StatusCode, dirIn)
+	case <-tx.Done():
+	}
+}
+
+// upstreamState records whether the last exchange with the PBX worked.
+func (s *Server) upstreamState(t Target, up bool) {
+	if s.upstream == nil || t.Dest != s.upstreamDest {
+		return
+	}
+	if up {
+		s.metrics.upstream.Set(1)
+	} else {
+		s.metrics.upstream.Set(0)
+	}
+}
+
+// strayResponse handles responses that match no client transaction: a 2xx
+// to an INVITE whose transaction is gone (retransmission, RFC 6026) is
+// forwarded statelessly along its Via; anything else is dropped.
+func (s *Server) strayResponse(res *sip.Response) {
+	via := res.Via()
+	if via == nil {
+		return
+	}
+	u := sip.Uri{Host: via.Host, Port: via.Port}
+	b, _ := via.Params.Get("branch")
+	if !strings.HasPrefix(b, branchPrefix) || !s.IsOwnURI(&u) {
+		s.metrics.dropped.WithLabelValues("stray_response").Inc()
+		return
+	}
+	if !res.IsSuccess() || res.CSeq() == nil || res.CSeq().MethodName != sip.INVITE {
+		return
+	}
+	out := res.Clone()
+	out.RemoveHeader("Via")
+	next := out.Via()
+	if next == nil {
+		return
+	}
+	tp := strings.ToUpper(next.Transport)
+	dest := responseDest(next, "", "UDP")
+	if sip.IsReliable(tp) {
+		// The connection is found by the address the request came from,
+		// which received/rport recorded.
+		rcv, _ := next.Params.Get("received")
+		rp, _ := next.Params.Get("rport")
+		if rcv != "" && rp != "" {
+			dest = net.JoinHostPort(rcv, rp)
+		}
+	}
+	if ap, err := netip.ParseAddrPort(dest); err != nil || !ap.Addr().IsValid() {
+		return
+	}
+	out.SetTransport(tp)
+	out.SetDestination(dest)
+	if err := s.tpl.WriteMsg(out); err != nil {
+		s.log.Debug("stray 2xx not relayed", zap.Error(err))
+	}
+}

@@ -1,0 +1,557 @@
+package proxy
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/emiago/sipgo"
+	"github.com/emiago/sipgo/sip"
+	"github.com/prometheus/client_golang/prometheus"
+	"go.uber.org/zap"
+)
+
+// Listen is one SIP listener.
+type Listen struct {
+	// Network is udp, tcp or tls.
+	Network string
+	// Addr is the "host:port" to bind; port 0 picks a free one.
+	Addr string
+}
+
+// Config configures a Server. The zero value of optional fields is usable.
+type Config struct {
+	// NodeID names this node in logs and flows.
+	NodeID string
+	// Listen lists the listeners; at least one.
+	Listen []Listen
+	// Advertise is the "host[:port]" written in Via, Record-Route, Path and
+	// contacts instead of the bound address (NAT, Kubernetes).
+	Advertise string
+	// TLS is the server configuration for tls listeners.
+	TLS *tls.Config
+	// ClientTLS is used when sipwake opens TLS connections (upstream).
+	ClientTLS *tls.Config
+	// TrustedSources may send requests towards devices (the PBX).
+	TrustedSources []netip.Prefix
+	// Upstream is the PBX URI, e.g. "sip:pbx.example.com:5060;transport=udp";
+	// empty in standalone mode.
+	Upstream string
+	// UpstreamDomains are the SIP domains the PBX serves: out-of-dialog
+	// requests from devices are forwarded only to these. Empty means the
+	// upstream URI's host.
+	UpstreamDomains []string
+	// MaxMessageBytes drops larger messages (0 = 65535).
+	MaxMessageBytes int
+	// FlowKey signs flow tokens; random when empty. Nodes sharing dialogs
+	// must share it.
+	FlowKey []byte
+	// RetryAfter is sent with 503 while draining (default 30s).
+	RetryAfter time.Duration
+	// Logger is the module logger (named "proxy" by the caller).
+	Logger *zap.Logger
+	// Registerer receives the proxy's metrics; nil registers nothing.
+	Registerer prometheus.Registerer
+}
+
+// listener is a bound listener with its advertised identity.
+type listener struct {
+	network string // UDP, TCP, TLS (upper case, as sipgo reports)
+	bound   netip.AddrPort
+	advHost string
+	advPort int
+	closer  func() error
+}
+
+// setSipgoDefaultLogger guards sipgo's process-wide default logger, which
+// it reads from many goroutines: it is set once, by the first Start.
+var setSipgoDefaultLogger sync.Once
+
+// Server is the SIP engine: listeners, transactions, chain and forwarder.
+type Server struct {
+	cfg     Config
+	log     *zap.Logger
+	ua      *sipgo.UserAgent
+	txl     *sip.TransactionLayer
+	tpl     *sip.TransportLayer
+	metrics *metrics
+	flows   flowTokens
+
+	upstream     *sip.Uri
+	upstreamDest string
+	upstreamTp   string
+	domains      map[string]struct{}
+
+	handler  Handler
+	modules  []Module
+	ready    []Readier
+	mu       sync.Mutex
+	lns      []*listener
+	ownHosts map[string]struct{}
+
+	started  atomic.Bool
+	draining atomic.Bool
+	inflight sync.WaitGroup
+	wg       sync.WaitGroup
+}
+
+// New constructs a Server without side effects; Start opens the sockets.
+func New(cfg Config, modules ...Module) (*Server, error) {
+	if cfg.Logger == nil {
+		cfg.Logger = zap.NewNop()
+	}
+	if cfg.MaxMessageBytes <= 0 {
+		cfg.MaxMessageBytes = 65535
+	}
+	if cfg.RetryAfter <= 0 {
+		cfg.RetryAfter = 30 * time.Second
+	}
+	if len(cfg.Listen) == 0 {
+		return nil, errors.New("proxy: no listener configured")
+	}
+	s := &Server{cfg: cfg, log: cfg.Logger, modules: modules, ownHosts: map[string]struct{}{}}
+	s.flows.key = cfg.FlowKey
+	if len(s.flows.key) == 0 {
+		s.flows.key = make([]byte, 32)
+		if _, err := rand.Read(s.flows.key); err != nil {
+			return nil, fmt.Errorf("proxy: flow key: %w", err)
+		}
+	}
+	if cfg.Upstream != "" {
+		var u sip.Uri
+		if err := sip.ParseUri(cfg.Upstream, &u); err != nil {
+			return nil, fmt.Errorf("proxy: upstream uri: %w", err)
+		}
+		s.upstream = &u
+		s.upstreamTp = "UDP"
+		if tp, ok := u.UriParams.Get("transport"); ok && tp != "" {
+			s.upstreamTp = strings.ToUpper(tp)
+		} else if u.IsEncrypted() {
+			s.upstreamTp = "TLS"
+		}
+		port := u.Port
+		if port == 0 {
+			port = sip.DefaultPort(s.upstreamTp)
+		}
+		s.upstreamDest = net.JoinHostPort(u.Host, strconv.Itoa(port))
+	}
+	s.domains = map[string]struct{}{}
+	for _, d := range cfg.UpstreamDomains {
+		s.domains[strings.ToLower(d)] = struct{}{}
+	}
+	if len(s.domains) == 0 && s.upstream != nil {
+		s.domains[strings.ToLower(s.upstream.Host)] = struct{}{}
+	}
+	s.metrics = newMetrics(cfg.Registerer)
+	for _, m := range modules {
+		if r, ok := m.(Readier); ok {
+			s.ready = append(s.ready, r)
+		}
+	}
+	mws := make([]Middleware, 0, len(modules))
+	for _, m := range modules {
+		mws = append(mws, m.Wrap)
+	}
+	s.handler = Chain(HandlerFunc(s.serveFinal), mws...)
+	return s, nil
+}
+
+// Start binds every listener and starts serving; it returns once all are
+// bound (or the first error, after closing what was opened).
+func (s *Server) Start(ctx context.Context) (err error) {
+	slogger := newSlogBridge(s.log.Named("sipgo"))
+	setSipgoDefaultLogger.Do(func() { sip.SetDefaultLogger(slogger) })
+	ua, err := sipgo.NewUA(
+		sipgo.WithUserAgent("sipwake"),
+		sipgo.WithUserAgenTLSConfig(s.cfg.ClientTLS),
+		sipgo.WithUserAgentTransportLayerOptions(
+			sip.WithTransportLayerLogger(slogger),
+			sip.WithTransportLayerReadFilter(s.readFilter),
+		),
+		sipgo.WithUserAgentTransactionLayerOptions(
+			sip.WithTransactionLayerLogger(slogger),
+			sip.WithTransactionLayerUnhandledResponseHandler(s.strayResponse),
+			sip.WithTransactionLayerTerminateOnConnClose(),
+		),
+	)
+	if err != nil {
+		return fmt.Errorf("proxy: user agent: %w", err)
+	}
+	s.ua = ua
+	s.tpl = ua.TransportLayer()
+	s.txl = ua.TransactionLayer()
+	s.txl.OnRequest(s.onRequest)
+	defer func() {
+		if err != nil {
+			_ = s.Stop(context.Background())
+		}
+	}()
+	for _, l := range s.cfg.Listen {
+		if err := s.listen(l); err != nil {
+			return err
+		}
+	}
+	for _, m := range s.modules {
+		if st, ok := m.(Starter); ok {
+			if err := st.Start(ctx); err != nil {
+				return fmt.Errorf("proxy: start %s: %w", m.Name(), err)
+			}
+		}
+	}
+	s.started.Store(true)
+	return nil
+}
+
+func (s *Server) listen(l Listen) error {
+	network := strings.ToLower(l.Network)
+	var ln *listener
+	switch network {
+	case "udp":
+		pc, err := net.ListenPacket("udp", l.Addr)
+		if err != nil {
+			return fmt.Errorf("proxy: listen udp %s: %w", l.Addr, err)
+		}
+		ln = &listener{network: "UDP", closer: pc.Close}
+		ln.bound = mustAddrPort(pc.LocalAddr())
+		s.serve(func() error { return s.tpl.ServeUDP(pc) })
+	case "tcp", "tls":
+		var nl net.Listener
+		var err error
+		if network == "tls" {
+			if s.cfg.TLS == nil {
+				return fmt.Errorf("proxy: listen tls %s: no certificate configured", l.Addr)
+			}
+			nl, err = tls.Listen("tcp", l.Addr, s.cfg.TLS)
+		} else {
+			nl, err = net.Listen("tcp", l.Addr)
+		}
+		if err != nil {
+			return fmt.Errorf("proxy: listen %s %s: %w", network, l.Addr, err)
+		}
+		ln = &listener{network: strings.ToUpper(network), closer: nl.Close}
+		ln.bound = mustAddrPort(nl.Addr())
+		if network == "tls" {
+			s.serve(func() error { return s.tpl.ServeTLS(nl) })
+		} else {
+			s.serve(func() error { return s.tpl.ServeTCP(nl) })
+		}
+	default:
+		return fmt.Errorf("proxy: listen %s: unsupported network", l.Network)
+	}
+	ln.advHost, ln.advPort = s.advertised(ln.bound)
+	s.mu.Lock()
+	s.lns = append(s.lns, ln)
+	s.ownHosts[strings.ToLower(ln.advHost)] = struct{}{}
+	if !ln.bound.Addr().IsUnspecified() {
+		s.ownHosts[ln.bound.Addr().String()] = struct{}{}
+	}
+	s.mu.Unlock()
+	s.log.Info("listening", zap.String("transport", ln.network), zap.String("addr", ln.bound.String()),
+		zap.String("advertise", net.JoinHostPort(ln.advHost, strconv.Itoa(ln.advPort))))
+	return nil
+}
+
+func (s *Server) serve(f func() error) {
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		if err := f(); err != nil && !errors.Is(err, net.ErrClosed) {
+			s.log.Error("listener stopped", zap.Error(err))
+		}
+	}()
+}
+
+func mustAddrPort(a net.Addr) netip.AddrPort {
+	ap, _ := netip.ParseAddrPort(a.String())
+	return netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
+}
+
+// advertised returns the host and port written in headers for a listener
+// bound at b.
+func (s *Server) advertised(b netip.AddrPort) (string, int) {
+	host, port := "", int(b.Port())
+	if s.cfg.Advertise != "" {
+		h, p, err := net.SplitHostPort(s.cfg.Advertise)
+		if err != nil {
+			host = strings.Trim(s.cfg.Advertise, "[]")
+		} else {
+			host = h
+			if n, err := strconv.Atoi(p); err == nil && n > 0 {
+				port = n
+			}
+		}
+	}
+	if host == "" {
+		if b.Addr().IsUnspecified() {
+			host = outboundIP()
+		} else {
+			host = b.Addr().String()
+		}
+	}
+	return host, port
+}
+
+// outboundIP guesses the address other hosts reach us on, when bound to
+// the unspecified address and no advertise address is configured.
+func outboundIP() string {
+	addrs, err := net.InterfaceAddrs()
+	if err == nil {
+		for _, a := range addrs {
+			if n, ok := a.(*net.IPNet); ok && !n.IP.IsLoopback() && n.IP.To4() != nil {
+				return n.IP.String()
+			}
+		}
+	}
+	return "127.0.0.1"
+}
+
+// Addr returns the bound address of the first listener of the network
+// (udp, tcp, tls), or "".
+func (s *Server) Addr(network string) string {
+	if l := s.listenerFor(network); l != nil {
+		return l.bound.String()
+	}
+	return ""
+}
+
+func (s *Server) listenerFor(network string) *listener {
+	network = strings.ToUpper(network)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, l := range s.lns {
+		if l.network == network {
+			return l
+		}
+	}
+	return nil
+}
+
+// NodeID returns the node's id.
+func (s *Server) NodeID() string { return s.cfg.NodeID }
+
+// Upstream returns the PBX URI, or nil in standalone mode.
+func (s *Server) Upstream() *sip.Uri { return s.upstream }
+
+// UpstreamTarget returns the forwarding target for the PBX.
+func (s *Server) UpstreamTarget() (Target, bool) {
+	if s.upstream == nil {
+		return Target{}, false
+	}
+	return Target{Dest: s.upstreamDest, Transport: s.upstreamTp}, true
+}
+
+// ContactURI returns a URI at sipwake's advertised address for the given
+// transport, with user as user part (Contact masquerading, Path).
+func (s *Server) ContactURI(transport, user string) (sip.Uri, error) {
+	l := s.listenerFor(transport)
+	if l == nil {
+		l = s.listenerFor("UDP")
+	}
+	if l == nil {
+		return sip.Uri{}, fmt.Errorf("proxy: no %s listener", transport)
+	}
+	u := sip.Uri{Scheme: "sip", User: user, Host: l.advHost, Port: l.advPort, UriParams: sip.NewParams()}
+	if l.network != "UDP" {
+		u.UriParams.Add("transport", strings.ToLower(l.network))
+	}
+	return u, nil
+}
+
+// IsOwnURI reports whether u points at this proxy (host and port).
+func (s *Server) IsOwnURI(u *sip.Uri) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	host := strings.ToLower(strings.Trim(u.Host, "[]"))
+	if _, ok := s.ownHosts[host]; !ok {
+		return false
+	}
+	for _, l := range s.lns {
+		port := u.Port
+		if port == 0 {
+			port = sip.DefaultPort(l.network)
+		}
+		if port == l.advPort || port == int(l.bound.Port()) {
+			return true
+		}
+	}
+	return false
+}
+
+// Ready reports whether the proxy serves new requests.
+func (s *Server) Ready() error {
+	if !s.started.Load() {
+		return errors.New("starting")
+	}
+	if s.draining.Load() {
+		return errors.New("draining")
+	}
+	for _, r := range s.ready {
+		if err := r.Ready(); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// Drain stops taking new out-of-dialog requests (503 + Retry-After, OPTIONS
+// 503) and waits until the transactions in flight have finished or ctx
+// ends.
+func (s *Server) Drain(ctx context.Context) error {
+	s.draining.Store(true)
+	done := make(chan struct{})
+	go func() { s.inflight.Wait(); close(done) }()
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// Draining reports whether Drain was called.
+func (s *Server) Draining() bool { return s.draining.Load() }
+
+// Stop closes the listeners, transactions and modules; safe after a partial
+// Start.
+func (s *Server) Stop(ctx context.Context) error {
+	var errs []error
+	for i := len(s.modules) - 1; i >= 0; i-- {
+		if st, ok := s.modules[i].(Stopper); ok {
+			if err := st.Stop(ctx); err != nil {
+				errs = append(errs, fmt.Errorf("proxy: stop %s: %w", s.modules[i].Name(), err))
+			}
+		}
+	}
+	s.mu.Lock()
+	lns := s.lns
+	s.lns = nil
+	s.mu.Unlock()
+	for _, l := range lns {
+		_ = l.closer()
+	}
+	if s.ua != nil {
+		_ = s.ua.Close()
+	}
+	done := make(chan struct{})
+	go func() { s.wg.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-ctx.Done():
+		errs = append(errs, ctx.Err())
+	}
+	s.started.Store(false)
+	return errors.Join(errs...)
+}
+
+// readFilter enforces sip.max_message_bytes. For UDP an oversized datagram
+// is dropped (sipgo stops a UDP reader on a filter error, so it returns an
+// empty slice); for TCP/TLS the connection is closed.
+func (s *Server) readFilter(p sip.TransportReadProps, data []byte) ([]byte, error) {
+	if len(data) <= s.cfg.MaxMessageBytes {
+		return data, nil
+	}
+	s.metrics.dropped.WithLabelValues("too_large").Inc()
+	s.log.Warn("message dropped", zap.String("reason", "too large"), zap.Int("bytes", len(data)),
+		zap.String("src", p.RemoteAddr.String()), zap.String("transport", p.Transport))
+	if strings.EqualFold(p.Transport, "UDP") {
+		return nil, nil
+	}
+	return nil, errMessageTooLarge
+}
+
+var errMessageTooLarge = errors.New("proxy: message larger than sip.max_message_bytes")
+
+// onRequest is the transaction layer's entry point: one goroutine per new
+// server transaction.
+func (s *Server) onRequest(req *sip.Request, tx *sip.ServerTx) {
+	s.inflight.Add(1)
+	defer s.inflight.Done()
+	r := &Request{
+		Msg:       req,
+		Tx:        tx,
+		Received:  time.Now(),
+		Transport: strings.ToUpper(req.Transport()),
+		Source:    req.Source(),
+		srv:       s,
+	}
+	s.metrics.request(req.Method, dirIn)
+	r.Trusted = s.trusted(r.Source)
+	ctx := sip.ServerTransactionContext(tx)
+	s.dispatch(ctx, r)
+	if req.IsAck() {
+		tx.Terminate()
+		return
+	}
+	if !r.answered.Load() {
+		// A handler that returned without a final answer leaves the
+		// caller in silence: never let that happen.
+		r.Respond(500, "Server Internal Error")
+	}
+	tx.TerminateGracefully()
+}
+
+// dispatch runs the built-in checks, route preprocessing, then the chain.
+func (s *Server) dispatch(ctx context.Context, r *Request) {
+	defer func() {
+		if p := recover(); p != nil {
+			r.Log().Error("handler panic", zap.Any("panic", p), zap.Stack("stack"))
+			if !r.answered.Load() && !r.Msg.IsAck() {
+				r.Respond(500, "Server Internal Error")
+			}
+		}
+	}()
+	s.fixVia(r)
+	if !s.preprocessRoute(r) {
+		return
+	}
+	s.handler.ServeSIP(ctx, r)
+}
+
+// trusted reports whether src ("ip:port") is in sip.trusted_sources.
+func (s *Server) trusted(src string) bool {
+	if len(s.cfg.TrustedSources) == 0 {
+		return false
+	}
+	ap, err := netip.ParseAddrPort(src)
+	if err != nil {
+		return false
+	}
+	a := ap.Addr().Unmap()
+	for _, p := range s.cfg.TrustedSources {
+		if p.Contains(a) {
+			return true
+		}
+	}
+	return false
+}
+
+// fixVia records where the request really came from in its top Via
+// (RFC 3261 §18.2.1 received, RFC 3581 rport), so that responses routed
+// back through this Via reach the sender behind NAT.
+func (s *Server) fixVia(r *Request) {
+	via := r.Msg.Via()
+	if via == nil {
+		return
+	}
+	host, port, err := net.SplitHostPort(r.Source)
+	if err != nil {
+		return
+	}
+	if rp, ok := via.Params.Get("rport"); ok && rp == "" {
+		via.Params.Add("rport", port)
+		via.Params.Add("received", host)
+		return
+	}
+	if strings.Trim(via.Host, "[]") != host {
+		via.Params.Add("received", host)
+	}
+}
