@@ -127,12 +127,27 @@ type Bindings interface {
 	// bindings (max > 0), it returns ErrTooManyBindings and stores nothing.
 	// It returns the binding it replaced, or nil. It also drops any other
 	// binding of the AOR whose Token equals b.Token.
+	//
+	// The limit counts the AOR's live bindings as they would be after the
+	// put: bindings dropped for carrying the same Token do not count, and
+	// replacing an existing live instance never fails with
+	// ErrTooManyBindings (even when max was lowered since). An expired
+	// binding under the same instance is not "replaced": prev is nil.
+	// b.AOR and b.Instance must not be empty; both are compared as raw
+	// bytes (any string, NUL and non-ASCII included). An empty Token
+	// matches nothing. The store publishes EventBindingPut for b and
+	// EventBindingDeleted for every binding dropped by Token.
 	PutBinding(ctx context.Context, b Binding, max int) (prev *Binding, err error)
-	// DeleteBinding removes one binding; ErrNotFound when absent.
+	// DeleteBinding removes one binding; ErrNotFound when absent or
+	// expired. It publishes EventBindingDeleted.
 	DeleteBinding(ctx context.Context, aor, instance string) error
-	// DeleteAOR removes every binding of the AOR and returns how many.
+	// DeleteAOR removes every binding of the AOR and returns how many live
+	// ones it removed (0 and no error when there were none). It publishes
+	// one EventBindingDeleted per live binding removed.
 	DeleteAOR(ctx context.Context, aor string) (int, error)
-	// Bindings returns the live bindings of one AOR, oldest first.
+	// Bindings returns the live bindings of one AOR, oldest first: by
+	// LastSeen ascending, then by Instance. An AOR without live bindings
+	// gives an empty slice and no error.
 	Bindings(ctx context.Context, aor string) ([]Binding, error)
 	// BindingByToken finds a live binding by its contact token.
 	BindingByToken(ctx context.Context, token string) (Binding, error)
@@ -144,7 +159,11 @@ type Bindings interface {
 // Events carries binding-change events between nodes.
 type Events interface {
 	// Subscribe delivers every binding-change event made from now on, by
-	// any node, until ctx ends; the channel is closed then.
+	// any node, until ctx ends; the channel is closed then, and also when
+	// the store is closed. Events are best effort (a subscriber that does
+	// not keep up may miss some; each backend documents how) and carry no
+	// ordering guarantee between different writers. A binding that simply
+	// expires produces no event.
 	Subscribe(ctx context.Context) (<-chan Event, error)
 }
 
@@ -154,6 +173,8 @@ type Store interface {
 	Events
 	// Ping reports whether the backend is reachable (readiness).
 	Ping(ctx context.Context) error
-	// Close releases the backend.
+	// Close releases the backend and closes every subscription channel.
+	// It is safe to call more than once; after it, every method returns
+	// ErrClosed.
 	Close() error
 }

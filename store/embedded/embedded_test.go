@@ -1,0 +1,246 @@
+package embedded_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
+
+	"github.com/sipwake/sipwake/store"
+	"github.com/sipwake/sipwake/store/embedded"
+	"github.com/sipwake/sipwake/store/storetest"
+)
+
+func open(t *testing.T, opt embedded.Options) *embedded.Store {
+	t.Helper()
+	if opt.NodeID == "" {
+		opt.NodeID = storetest.NodeA
+	}
+	s, err := embedded.Open(t.Context(), opt)
+	if err != nil {
+		t.Fatalf("Open: %v", err)
+	}
+	t.Cleanup(func() {
+		if err := s.Close(); err != nil {
+			t.Errorf("Close: %v", err)
+		}
+	})
+	return s
+}
+
+// TestConformance runs the shared suite. The embedded store serves one
+// node: bbolt locks its file, so a second "node" cannot open it, and
+// events never leave the process. Rather than fake a second node with a
+// wrapper that merely relabels events, the suite runs in SingleNode mode:
+// the two-node tests (events, racing writers) use one store for both roles,
+// which is exactly what the embedded store promises.
+func TestConformance(t *testing.T) {
+	storetest.RunWithOptions(t, func(t *testing.T, nodeID string) store.Store {
+		return open(t, embedded.Options{
+			Path:          filepath.Join(t.TempDir(), "sipwake.db"),
+			NodeID:        nodeID,
+			Registerer:    prometheus.NewRegistry(),
+			SweepInterval: 200 * time.Millisecond,
+		})
+	}, storetest.Options{SingleNode: true})
+}
+
+func TestRestartKeepsBindings(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "nested", "dir", "sipwake.db") // directories created
+	b := storetest.Fixture("sip:alice@example.com", "dev-1", "tok-1", time.Hour)
+
+	s1, err := embedded.Open(t.Context(), embedded.Options{Path: path, NodeID: "n1"})
+	if err != nil {
+		t.Fatalf("Open: %v", err)
+	}
+	if _, err := s1.PutBinding(t.Context(), b, 0); err != nil {
+		t.Fatalf("PutBinding: %v", err)
+	}
+	if err := s1.Close(); err != nil {
+		t.Fatalf("Close: %v", err)
+	}
+
+	s2 := open(t, embedded.Options{Path: path, NodeID: "n1"})
+	bs, err := s2.Bindings(t.Context(), b.AOR)
+	if err != nil || len(bs) != 1 {
+		t.Fatalf("after restart: Bindings = %d bindings, %v; want 1", len(bs), err)
+	}
+	if bs[0].Instance != b.Instance || bs[0].Contact != b.Contact || !bs[0].Expires.Equal(b.Expires) {
+		t.Errorf("after restart: got %+v, want %+v", bs[0], b)
+	}
+	if got, err := s2.BindingByToken(t.Context(), b.Token); err != nil || got.Instance != b.Instance {
+		t.Errorf("after restart: BindingByToken = %q, %v", got.Instance, err)
+	}
+}
+
+func TestSecondOpenFailsOnLock(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "sipwake.db")
+	open(t, embedded.Options{Path: path})
+
+	const timeout = 300 * time.Millisecond
+	start := time.Now()
+	s, err := embedded.Open(t.Context(), embedded.Options{Path: path, NodeID: "n2", LockTimeout: timeout})
+	elapsed := time.Since(start)
+	if err == nil {
+		s.Close()
+		t.Fatal("second Open of a locked file succeeded")
+	}
+	if !strings.Contains(err.Error(), "locked by another process") {
+		t.Errorf("error %q does not say the file is locked", err)
+	}
+	// bbolt retries the lock every 50ms, so it may give up a little early.
+	if elapsed < timeout/2 || elapsed > timeout+5*time.Second {
+		t.Errorf("second Open failed after %s, want about %s", elapsed, timeout)
+	}
+}
+
+func TestOpenValidates(t *testing.T) {
+	for _, opt := range []embedded.Options{
+		{NodeID: "n"},
+		{Path: filepath.Join(t.TempDir(), "x.db")},
+	} {
+		if s, err := embedded.Open(t.Context(), opt); err == nil {
+			s.Close()
+			t.Errorf("Open(%+v) succeeded, want an error", opt)
+		}
+	}
+}
+
+func TestSweeperDeletesExpired(t *testing.T) {
+	s := open(t, embedded.Options{Path: filepath.Join(t.TempDir(), "s.db"), SweepInterval: -1})
+	ctx := t.Context()
+	for i, ttl := range []time.Duration{time.Second, time.Second, time.Hour} {
+		b := storetest.Fixture("sip:sweep@example.com", fmt.Sprintf("d%d", i), fmt.Sprintf("t%d", i), ttl)
+		if _, err := s.PutBinding(ctx, b, 0); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n, err := s.Sweep(time.Now()); err != nil || n != 0 {
+		t.Fatalf("early Sweep = %d, %v; want 0", n, err)
+	}
+	n, err := s.Sweep(time.Now().Add(2 * time.Second))
+	if err != nil || n != 2 {
+		t.Fatalf("Sweep = %d, %v; want 2", n, err)
+	}
+	b, tok, exp, err := s.Counts()
+	if err != nil || b != 1 || tok != 1 || exp != 1 {
+		t.Errorf("after sweep: %d bindings, %d tokens, %d expiry keys (%v); want 1 each", b, tok, exp, err)
+	}
+}
+
+func TestBackgroundSweeper(t *testing.T) {
+	s := open(t, embedded.Options{Path: filepath.Join(t.TempDir(), "s.db"), SweepInterval: 50 * time.Millisecond})
+	b := storetest.Fixture("sip:sweep@example.com", "d", "t", 300*time.Millisecond)
+	if _, err := s.PutBinding(t.Context(), b, 0); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		n, _, _, err := s.Counts()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if n == 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("background sweeper did not delete the expired binding within 5s")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func TestSlowSubscriberDoesNotBlockWriter(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	s := open(t, embedded.Options{Path: filepath.Join(t.TempDir(), "s.db"), Registerer: reg})
+	if _, err := s.Subscribe(t.Context()); err != nil { // never read
+		t.Fatal(err)
+	}
+	const puts = embedded.SubscriberBuffer + 50
+	done := make(chan error, 1)
+	go func() {
+		for i := range puts {
+			b := storetest.Fixture("sip:slow@example.com", fmt.Sprintf("d%d", i%3), fmt.Sprintf("t%d", i), time.Hour)
+			if _, err := s.PutBinding(t.Context(), b, 0); err != nil {
+				done <- err
+				return
+			}
+		}
+		done <- nil
+	}()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("writer blocked by a subscriber that does not read")
+	}
+	if got := counter(t, reg, "sipwake_store_events_dropped_total", map[string]string{"backend": "embedded"}); got != 50 {
+		t.Errorf("dropped events counted %v, want 50", got)
+	}
+}
+
+func TestErrorMetric(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	s := open(t, embedded.Options{Path: filepath.Join(t.TempDir(), "s.db"), Registerer: reg})
+	// A second store on the same registry shares the collectors.
+	open(t, embedded.Options{Path: filepath.Join(t.TempDir(), "s2.db"), Registerer: reg})
+
+	if err := s.DeleteBinding(t.Context(), "sip:x@example.com", "i"); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("DeleteBinding: %v, want ErrNotFound", err)
+	}
+	canceled, cancel := context.WithCancel(t.Context())
+	cancel()
+	if err := s.Ping(canceled); !errors.Is(err, context.Canceled) {
+		t.Fatalf("Ping(canceled) = %v, want context.Canceled", err)
+	}
+	if _, err := s.PutBinding(canceled, storetest.Fixture("sip:x@example.com", "i", "t", time.Hour), 0); err == nil {
+		t.Fatal("PutBinding(canceled) succeeded")
+	}
+	for op, want := range map[string]float64{"ping": 1, "put_binding": 1, "delete_binding": 0} {
+		labels := map[string]string{"backend": "embedded", "op": op}
+		if got := counter(t, reg, "sipwake_store_errors_total", labels); got != want {
+			t.Errorf("sipwake_store_errors_total%v = %v, want %v", labels, got, want)
+		}
+	}
+}
+
+// counter returns the value of the counter name with exactly labels.
+func counter(t *testing.T, g prometheus.Gatherer, name string, labels map[string]string) float64 {
+	t.Helper()
+	mfs, err := g.Gather()
+	if err != nil {
+		t.Fatalf("Gather: %v", err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() != name {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			if matches(m, labels) {
+				return m.GetCounter().GetValue()
+			}
+		}
+	}
+	t.Fatalf("metric %s%v not found", name, labels)
+	return 0
+}
+
+func matches(m *dto.Metric, labels map[string]string) bool {
+	if len(m.GetLabel()) != len(labels) {
+		return false
+	}
+	for _, l := range m.GetLabel() {
+		if labels[l.GetName()] != l.GetValue() {
+			return false
+		}
+	}
+	return true
+}

@@ -1,0 +1,21 @@
+package embedded
+
+import (
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+)
+
+// Sweep runs one sweep as the background sweeper would at now.
+func (s *Store) Sweep(now time.Time) (int, error) { return s.sweep(now) }
+
+// Counts returns the number of keys in each bucket.
+func (s *Store) Counts() (bindings, tokens, expiry int, err error) {
+	err = s.db.View(func(tx *bolt.Tx) error {
+		bindings = tx.Bucket(bucketBindings).Stats().KeyN
+		tokens = tx.Bucket(bucketTokens).Stats().KeyN
+		expiry = tx.Bucket(bucketExpiry).Stats().KeyN
+		return nil
+	})
+	return
+}

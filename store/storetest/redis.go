@@ -1,0 +1,216 @@
+package storetest
+
+import (
+	"bufio"
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/exec"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// Limits for StartRedis.
+const (
+	redisStartTimeout = 10 * time.Second
+	redisStopTimeout  = 5 * time.Second
+	redisStartTries   = 5
+)
+
+// RequirePeers reports whether tests must fail, rather than skip, when a
+// real peer such as redis-server is not installed: when the environment
+// variable CI is set, or SIPWAKE_REQUIRE_PEERS=1.
+func RequirePeers() bool {
+	return os.Getenv("CI") != "" || os.Getenv("SIPWAKE_REQUIRE_PEERS") == "1"
+}
+
+// StartRedis starts a throw-away redis-server (the binary from PATH) bound
+// to 127.0.0.1 on a free port, without persistence, in a temporary
+// directory, and returns its "127.0.0.1:port" address once it answers
+// PING. The server is stopped (SIGTERM, then SIGKILL after a deadline) when
+// the test ends. extra arguments are appended to the command line, e.g.
+// "--cluster-enabled", "yes".
+//
+// Without redis-server in PATH the test is skipped, or fails when
+// RequirePeers says peers are mandatory.
+func StartRedis(t testing.TB, extra ...string) (addr string) {
+	t.Helper()
+	bin, err := exec.LookPath("redis-server")
+	if err != nil {
+		if RequirePeers() {
+			t.Fatalf("redis-server not found in PATH (required because CI or SIPWAKE_REQUIRE_PEERS=1 is set): install the Debian package redis-server")
+		}
+		t.Skip("redis-server not found in PATH: install the Debian package redis-server (apt-get install redis-server) to run this test")
+	}
+	dir := t.TempDir()
+	var lastErr error
+	for range redisStartTries {
+		addr, err := startRedisOnce(t, bin, dir, extra)
+		if err == nil {
+			return addr
+		}
+		if errors.Is(err, errRedisHung) {
+			t.Fatal(err)
+		}
+		lastErr = err // most likely the port was taken meanwhile: retry
+	}
+	t.Fatalf("redis-server did not start after %d tries: %v", redisStartTries, lastErr)
+	return ""
+}
+
+var errRedisHung = errors.New("redis-server did not answer")
+
+// startRedisOnce runs one redis-server on a fresh port. It returns an error
+// when the server exited (the caller retries) or errRedisHung.
+func startRedisOnce(t testing.TB, bin, dir string, extra []string) (string, error) {
+	port, err := freePort()
+	if err != nil {
+		return "", err
+	}
+	addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
+	args := append([]string{
+		"--port", strconv.Itoa(port),
+		"--bind", "127.0.0.1",
+		"--protected-mode", "yes",
+		"--save", "",
+		"--appendonly", "no",
+		"--dir", dir,
+		"--daemonize", "no",
+		"--logfile", "",
+	}, extra...)
+	cmd := exec.Command(bin, args...)
+	var out syncBuffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := cmd.Start(); err != nil {
+		return "", fmt.Errorf("start redis-server: %w", err)
+	}
+	exited := make(chan struct{})
+	go func() {
+		_ = cmd.Wait()
+		close(exited)
+	}()
+	stop := func() {
+		_ = cmd.Process.Signal(syscall.SIGTERM)
+		select {
+		case <-exited:
+		case <-time.After(redisStopTimeout):
+			_ = cmd.Process.Kill()
+			<-exited
+		}
+	}
+	deadline := time.Now().Add(redisStartTimeout)
+	for {
+		select {
+		case <-exited:
+			return "", fmt.Errorf("redis-server on %s exited: %s", addr, tail(out.String()))
+		default:
+		}
+		pid, err := redisPID(addr)
+		if err == nil && pid == cmd.Process.Pid {
+			t.Cleanup(stop)
+			return addr, nil
+		}
+		if err == nil {
+			// Another redis answers on this port: ours will fail to bind.
+			stop()
+			return "", fmt.Errorf("port %d answered by another redis-server (pid %d)", port, pid)
+		}
+		if time.Now().After(deadline) {
+			stop()
+			return "", fmt.Errorf("%w on %s within %s: %v; output: %s", errRedisHung, addr, redisStartTimeout, err, tail(out.String()))
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// freePort returns a TCP port that was free on 127.0.0.1 a moment ago.
+func freePort() (int, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return 0, fmt.Errorf("find free port: %w", err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port, nil
+}
+
+// redisPID sends PING and INFO server over plain RESP and returns the
+// server's process id.
+func redisPID(addr string) (int, error) {
+	c, err := net.DialTimeout("tcp", addr, time.Second)
+	if err != nil {
+		return 0, err
+	}
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(2 * time.Second))
+	r := bufio.NewReader(c)
+	if _, err := c.Write([]byte("PING\r\n")); err != nil {
+		return 0, err
+	}
+	line, err := r.ReadString('\n')
+	if err != nil {
+		return 0, err
+	}
+	if strings.TrimSpace(line) != "+PONG" {
+		return 0, fmt.Errorf("PING answered %q", strings.TrimSpace(line))
+	}
+	if _, err := c.Write([]byte("INFO server\r\n")); err != nil {
+		return 0, err
+	}
+	line, err = r.ReadString('\n')
+	if err != nil {
+		return 0, err
+	}
+	if !strings.HasPrefix(line, "$") {
+		return 0, fmt.Errorf("INFO answered %q", strings.TrimSpace(line))
+	}
+	n, err := strconv.Atoi(strings.TrimSpace(line[1:]))
+	if err != nil || n < 0 {
+		return 0, fmt.Errorf("INFO answered %q", strings.TrimSpace(line))
+	}
+	body := make([]byte, n)
+	if _, err := io.ReadFull(r, body); err != nil {
+		return 0, err
+	}
+	for _, l := range strings.Split(string(body), "\n") {
+		if v, ok := strings.CutPrefix(strings.TrimSpace(l), "process_id:"); ok {
+			return strconv.Atoi(v)
+		}
+	}
+	return 0, errors.New("INFO server has no process_id")
+}
+
+// tail returns the end of a process's output for error messages.
+func tail(s string) string {
+	const max = 2000
+	s = strings.TrimSpace(s)
+	if len(s) > max {
+		s = "…" + s[len(s)-max:]
+	}
+	return s
+}
+
+// syncBuffer is a bytes.Buffer safe for a process writing while a test
+// reads.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.String()
+}
