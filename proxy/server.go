@@ -104,8 +104,9 @@ type Server struct {
 	wg       sync.WaitGroup
 }
 
-// New constructs a Server without side effects; Start opens the sockets.
-func New(cfg Config, modules ...Module) (*Server, error) {
+// New constructs a Server without side effects; Use adds the modules and
+// Start opens the sockets.
+func New(cfg Config) (*Server, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = zap.NewNop()
 	}
@@ -118,7 +119,7 @@ func New(cfg Config, modules ...Module) (*Server, error) {
 	if len(cfg.Listen) == 0 {
 		return nil, errors.New("proxy: no listener configured")
 	}
-	s := &Server{cfg: cfg, log: cfg.Logger, modules: modules, ownHosts: map[string]struct{}{}}
+	s := &Server{cfg: cfg, log: cfg.Logger, ownHosts: map[string]struct{}{}}
 	s.flows.key = cfg.FlowKey
 	if len(s.flows.key) == 0 {
 		s.flows.key = make([]byte, 32)
@@ -152,17 +153,23 @@ func New(cfg Config, modules ...Module) (*Server, error) {
 		s.domains[strings.ToLower(s.upstream.Host)] = struct{}{}
 	}
 	s.metrics = newMetrics(cfg.Registerer)
+	s.handler = HandlerFunc(s.serveFinal)
+	return s, nil
+}
+
+// Use sets the chain's modules, outermost first, in front of the
+// forwarder. Call it once, before Start.
+func (s *Server) Use(modules ...Module) {
+	s.modules = modules
+	s.ready = nil
+	mws := make([]Middleware, 0, len(modules))
 	for _, m := range modules {
 		if r, ok := m.(Readier); ok {
 			s.ready = append(s.ready, r)
 		}
-	}
-	mws := make([]Middleware, 0, len(modules))
-	for _, m := range modules {
 		mws = append(mws, m.Wrap)
 	}
 	s.handler = Chain(HandlerFunc(s.serveFinal), mws...)
-	return s, nil
 }
 
 // Start binds every listener and starts serving; it returns once all are

@@ -1,0 +1,351 @@
+package proxy
+
+import (
+	"context"
+	"net/netip"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/emiago/sipgo/sip"
+	"go.uber.org/zap/zaptest"
+
+	"github.com/sipwake/sipwake/proxy/proxytest"
+)
+
+const wait = 3 * time.Second
+
+// testBed is a proxy with UDP and TCP listeners on 127.0.0.1, a fake PBX
+// on 127.0.0.2 (trusted) serving pbx.test, and a module that resolves the
+// Request-URI user "dev" to the device UA given by devTarget.
+type testBed struct {
+	srv       *Server
+	pbx       *proxytest.UA
+	udp, tcp  string
+	devTarget *Target
+}
+
+func newTestBed(t *testing.T) *testBed {
+	t.Helper()
+	tb := &testBed{}
+	tb.pbx = proxytest.NewUDP(t, "127.0.0.2")
+	srv, err := New(Config{
+		NodeID:          "n1",
+		Listen:          []Listen{{Network: "udp", Addr: "127.0.0.1:0"}, {Network: "tcp", Addr: "127.0.0.1:0"}},
+		TrustedSources:  []netip.Prefix{netip.MustParsePrefix("127.0.0.2/32")},
+		Upstream:        "sip:" + tb.pbx.Addr(),
+		UpstreamDomains: []string{"pbx.test"},
+		Logger:          zaptest.NewLogger(t),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv.Use(NewSanity(srv), resolver{tb})
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := srv.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = srv.Stop(ctx)
+	})
+	tb.srv, tb.udp, tb.tcp = srv, srv.Addr("udp"), srv.Addr("tcp")
+	return tb
+}
+
+type resolver struct{ tb *testBed }
+
+func (resolver) Name() string { return "resolver" }
+func (m resolver) Wrap(next Handler) Handler {
+	return HandlerFunc(func(ctx context.Context, r *Request) {
+		if r.Msg.Recipient.User == "dev" && m.tb.devTarget != nil && r.Trusted {
+			r.Target = m.tb.devTarget
+		}
+		next.ServeSIP(ctx, r)
+	})
+}
+
+func invite(from *proxytest.UA, ruri, callID string, extra ...string) string {
+	tp := "UDP"
+	if strings.HasPrefix(from.Addr(), "") && fromIsTCP(from) {
+		tp = "TCP"
+	}
+	return "INVITE " + ruri + " SIP/2.0\n" +
+		"Via: SIP/2.0/" + tp + " " + from.Addr() + ";branch=z9hG4bK-" + callID + ";rport\n" +
+		"Max-Forwards: 70\n" +
+		"From: <sip:1001@pbx.test>;tag=ft-" + callID + "\n" +
+		"To: <" + ruri + ">\n" +
+		"Call-ID: " + callID + "\n" +
+		"CSeq: 1 INVITE\n" +
+		"Contact: <sip:1001@" + from.Addr() + ">\n" +
+		strings.Join(append(extra, ""), "\n") +
+		"\n"
+}
+
+func fromIsTCP(u *proxytest.UA) bool { return u.Network() == "tcp" }
+
+func TestOptionsToProxyAnsweredThenDraining(t *testing.T) {
+	tb := newTestBed(t)
+	dev := proxytest.NewUDP(t, "")
+	opt := func(id string) string {
+		return "OPTIONS sip:" + tb.udp + " SIP/2.0\nVia: SIP/2.0/UDP " + dev.Addr() + ";branch=z9hG4bK-" + id + "\n" +
+			"Max-Forwards: 0\nFrom: <sip:probe@x>;tag=1\nTo: <sip:" + tb.udp + ">\nCall-ID: " + id + "\nCSeq: 1 OPTIONS\n\n"
+	}
+	dev.Send(tb.udp, opt("o1"))
+	dev.ExpectResponse(wait, 200)
+
+	ctx, cancel := context.WithTimeout(context.Background(), wait)
+	defer cancel()
+	if err := tb.srv.Drain(ctx); err != nil {
+		t.Fatal(err)
+	}
+	dev.Send(tb.udp, opt("o2"))
+	res := dev.ExpectResponse(wait, 503)
+	if res.GetHeader("Retry-After") == nil {
+		t.Error("503 while draining without Retry-After")
+	}
+	dev.Send(tb.udp, invite(dev, "sip:1002@pbx.test", "c-drain"))
+	dev.ExpectResponse(wait, 503)
+	tb.pbx.Quiet(300 * time.Millisecond)
+}
+
+func TestCallDeviceToPBXAndBack(t *testing.T) {
+	tb := newTestBed(t)
+	dev := proxytest.NewUDP(t, "")
+	dev.Send(tb.udp, invite(dev, "sip:1002@pbx.test", "call1"))
+
+	in := tb.pbx.ExpectRequest(wait, sip.INVITE)
+	vias := in.GetHeaders("Via")
+	if len(vias) != 2 {
+		t.Fatalf("want 2 Via, got %d", len(vias))
+	}
+	top := vias[0].(*sip.ViaHeader)
+	if b, _ := top.Params.Get("branch"); !strings.HasPrefix(b, branchPrefix) {
+		t.Errorf("our branch %q lacks prefix", b)
+	}
+	devVia := vias[1].(*sip.ViaHeader)
+	if rp, _ := devVia.Params.Get("rport"); rp != itoa(dev.Port()) {
+		t.Errorf("device Via rport=%q, want %d", rp, dev.Port())
+	}
+	if mf := in.MaxForwards(); mf == nil || *mf != 69 {
+		t.Errorf("Max-Forwards %v, want 69", mf)
+	}
+	rr := in.GetHeaders("Record-Route")
+	if len(rr) != 1 {
+		t.Fatalf("want one Record-Route (same listener both legs), got %d", len(rr))
+	}
+	rru := rr[0].(*sip.RecordRouteHeader).Address
+	if !rru.UriParams.Has("lr") || rru.User == "" {
+		t.Errorf("record-route %s: want lr and a flow token", rru.String())
+	}
+
+	tb.pbx.Reply(tb.udp, in, 180, "Ringing")
+	r180 := dev.ExpectResponse(wait, 180)
+	if len(r180.GetHeaders("Via")) != 1 {
+		t.Errorf("our Via not removed from 180")
+	}
+	tb.pbx.Reply(tb.udp, in, 200, "OK", "Contact: <sip:1002@"+tb.pbx.Addr()+">")
+	ok := dev.ExpectResponse(wait, 200)
+	toTag, _ := ok.To().Params.Get("tag")
+
+	// ACK from the device along the route set reaches the PBX.
+	route := "Route: <" + rru.String() + ">"
+	dev.Send(tb.udp, "ACK sip:1002@"+tb.pbx.Addr()+" SIP/2.0\nVia: SIP/2.0/UDP "+dev.Addr()+";branch=z9hG4bK-ack1;rport\n"+
+		route+"\nMax-Forwards: 70\nFrom: <sip:1001@pbx.test>;tag=ft-call1\nTo: <sip:1002@pbx.test>;tag="+toTag+
+		"\nCall-ID: call1\nCSeq: 1 ACK\n\n")
+	tb.pbx.ExpectRequest(wait, sip.ACK)
+
+	// BYE from the PBX (trusted) along the route set reaches the device.
+	tb.pbx.Send(tb.udp, "BYE sip:1001@10.9.9.9:5060 SIP/2.0\nVia: SIP/2.0/UDP "+tb.pbx.Addr()+";branch=z9hG4bK-bye1;rport\n"+
+		route+"\nMax-Forwards: 70\nFrom: <sip:1002@pbx.test>;tag="+toTag+"\nTo: <sip:1001@pbx.test>;tag=ft-call1"+
+		"\nCall-ID: call1\nCSeq: 2 BYE\n\n")
+	bye := dev.ExpectRequest(wait, sip.BYE)
+	if bye.Route() != nil {
+		t.Errorf("our Route not removed: %s", bye.Route().Value())
+	}
+	dev.Reply(tb.udp, bye, 200, "OK")
+	tb.pbx.ExpectResponse(wait, 200)
+}
+
+func TestForgedFlowTokenRefused(t *testing.T) {
+	tb := newTestBed(t)
+	dev := proxytest.NewUDP(t, "")
+	dev.Send(tb.udp, invite(dev, "sip:1002@pbx.test", "call2"))
+	in := tb.pbx.ExpectRequest(wait, sip.INVITE)
+	rru := in.GetHeaders("Record-Route")[0].(*sip.RecordRouteHeader).Address
+	tb.pbx.Reply(tb.udp, in, 486, "Busy Here")
+	dev.ExpectResponse(wait, 486)
+
+	// The same token in another dialog is refused.
+	other := proxytest.NewUDP(t, "127.0.0.3")
+	other.Send(tb.udp, "BYE sip:victim@127.0.0.1:9 SIP/2.0\nVia: SIP/2.0/UDP "+other.Addr()+";branch=z9hG4bK-f1\n"+
+		"Route: <"+rru.String()+">\nMax-Forwards: 70\nFrom: <sip:x@y>;tag=a\nTo: <sip:v@w>;tag=b\nCall-ID: not-call2\nCSeq: 5 BYE\n\n")
+	other.ExpectResponse(wait, 403)
+}
+
+func TestNoOpenRelay(t *testing.T) {
+	tb := newTestBed(t)
+	dev := proxytest.NewUDP(t, "")
+	cases := []struct {
+		name string
+		ua   *proxytest.UA
+		ruri string
+		want int
+	}{
+		{"device to foreign domain", dev, "sip:someone@evil.example", 403},
+		{"device to an address", dev, "sip:someone@127.0.0.2:5999", 403},
+		{"trusted source to unknown user", nil, "sip:nobody@pbx.test", 404},
+	}
+	for i, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			ua := c.ua
+			if ua == nil {
+				ua = proxytest.NewUDP(t, "127.0.0.2")
+			}
+			ua.Send(tb.udp, invite(ua, c.ruri, "relay"+itoa(i)))
+			ua.ExpectResponse(wait, c.want)
+		})
+	}
+	tb.pbx.Quiet(300 * time.Millisecond)
+}
+
+func TestRequestValidation(t *testing.T) {
+	tb := newTestBed(t)
+	dev := proxytest.NewUDP(t, "")
+	cases := []struct {
+		name  string
+		extra []string
+		mf    string
+		want  int
+	}{
+		{"max-forwards zero", nil, "0", 483},
+		{"proxy-require", []string{"Proxy-Require: foo, bar"}, "70", 420},
+	}
+	for i, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			msg := invite(dev, "sip:1002@pbx.test", "val"+itoa(i), c.extra...)
+			msg = strings.Replace(msg, "Max-Forwards: 70", "Max-Forwards: "+c.mf, 1)
+			dev.Send(tb.udp, msg)
+			res := dev.ExpectResponse(wait, c.want)
+			if c.want == 420 && !strings.Contains(res.GetHeader("Unsupported").Value(), "foo") {
+				t.Errorf("420 without Unsupported: foo")
+			}
+		})
+	}
+	tb.pbx.Quiet(300 * time.Millisecond)
+}
+
+func TestLoopDetected(t *testing.T) {
+	tb := newTestBed(t)
+	dev := proxytest.NewUDP(t, "")
+	dev.Send(tb.udp, invite(dev, "sip:1002@pbx.test", "loop1"))
+	in := tb.pbx.ExpectRequest(wait, sip.INVITE)
+	// The request comes back to us unchanged (same Request-URI), one more
+	// hop on top: a loop.
+	back := proxytest.NewUDP(t, "127.0.0.4")
+	var b strings.Builder
+	b.WriteString("INVITE " + in.Recipient.String() + " SIP/2.0\r\n")
+	b.WriteString("Via: SIP/2.0/UDP " + back.Addr() + ";branch=z9hG4bK-back\r\n")
+	for _, h := range in.Headers() {
+		if h.Name() == "Content-Length" {
+			continue
+		}
+		b.WriteString(h.Name() + ": " + h.Value() + "\r\n")
+	}
+	b.WriteString("Content-Length: 0\r\n\r\n")
+	back.SendRaw(tb.udp, []byte(b.String()))
+	back.ExpectResponse(wait, 482)
+}
+
+func TestCancelForwarded(t *testing.T) {
+	tb := newTestBed(t)
+	dev := proxytest.NewUDP(t, "")
+	inv := invite(dev, "sip:1002@pbx.test", "cancel1")
+	dev.Send(tb.udp, inv)
+	in := tb.pbx.ExpectRequest(wait, sip.INVITE)
+	tb.pbx.Reply(tb.udp, in, 180, "Ringing")
+	dev.ExpectResponse(wait, 180)
+
+	dev.Send(tb.udp, "CANCEL sip:1002@pbx.test SIP/2.0\nVia: SIP/2.0/UDP "+dev.Addr()+";branch=z9hG4bK-cancel1;rport\n"+
+		"Max-Forwards: 70\nFrom: <sip:1001@pbx.test>;tag=ft-cancel1\nTo: <sip:1002@pbx.test>\nCall-ID: cancel1\nCSeq: 1 CANCEL\n"+
+		"Reason: SIP;cause=487;text=\"user hung up\"\n\n")
+	// 200 for the CANCEL and 487 for the INVITE, in either order.
+	got := map[int]bool{}
+	for len(got) < 2 {
+		m := dev.Expect(wait)
+		if r, ok := m.(*sip.Response); ok && r.StatusCode != 100 && r.StatusCode != 180 {
+			got[r.StatusCode] = true
+		}
+	}
+	if !got[200] || !got[487] {
+		t.Fatalf("device got %v, want 200 (CANCEL) and 487", got)
+	}
+	c := tb.pbx.ExpectRequest(wait, sip.CANCEL)
+	if v, _ := c.Via().Params.Get("branch"); v != mustBranch(in) {
+		t.Errorf("CANCEL branch %s differs from INVITE's %s", v, mustBranch(in))
+	}
+	if c.GetHeader("Reason") == nil {
+		t.Errorf("CANCEL lost the caller's Reason")
+	}
+	tb.pbx.Reply(tb.udp, c, 200, "OK")
+	tb.pbx.Reply(tb.udp, in, 487, "Request Terminated")
+	ack := tb.pbx.ExpectRequest(wait, sip.ACK)
+	if v, _ := ack.Via().Params.Get("branch"); v != mustBranch(in) {
+		t.Errorf("ACK for 487 has branch %s, want the INVITE's", v)
+	}
+}
+
+func TestTCPDeviceDoubleRecordRouteAndFlow(t *testing.T) {
+	tb := newTestBed(t)
+	dev := proxytest.DialTCP(t, "", tb.tcp)
+	dev.Send("", invite(dev, "sip:1002@pbx.test", "tcp1"))
+	in := tb.pbx.ExpectRequest(wait, sip.INVITE)
+	rr := in.GetHeaders("Record-Route")
+	if len(rr) != 2 {
+		t.Fatalf("want a doubled Record-Route across TCP/UDP, got %d", len(rr))
+	}
+	top := rr[0].(*sip.RecordRouteHeader).Address
+	if tp, _ := top.UriParams.Get("transport"); tp != "udp" {
+		t.Errorf("top Record-Route faces the PBX leg: transport=%q", tp)
+	}
+	tb.pbx.Reply(tb.udp, in, 200, "OK", "Contact: <sip:1002@"+tb.pbx.Addr()+">")
+	ok := dev.ExpectResponse(wait, 200)
+	toTag, _ := ok.To().Params.Get("tag")
+	// The PBX's BYE uses the reversed route set and must come down the
+	// device's own TCP connection.
+	r0 := rr[0].(*sip.RecordRouteHeader).Address
+	r1 := rr[1].(*sip.RecordRouteHeader).Address
+	tb.pbx.Send(tb.udp, "BYE sip:1001@192.0.2.1:5060;transport=tcp SIP/2.0\nVia: SIP/2.0/UDP "+tb.pbx.Addr()+";branch=z9hG4bK-tbye;rport\n"+
+		"Route: <"+r0.String()+">\nRoute: <"+r1.String()+">\nMax-Forwards: 70\nFrom: <sip:1002@pbx.test>;tag="+toTag+
+		"\nTo: <sip:1001@pbx.test>;tag=ft-tcp1\nCall-ID: tcp1\nCSeq: 2 BYE\n\n")
+	bye := dev.ExpectRequest(wait, sip.BYE)
+	dev.Reply("", bye, 200, "OK")
+	tb.pbx.ExpectResponse(wait, 200)
+}
+
+func TestTrustedToResolvedDevice(t *testing.T) {
+	tb := newTestBed(t)
+	dev := proxytest.NewUDP(t, "")
+	u := sip.Uri{Scheme: "sip", User: "1001", Host: "10.0.0.9", Port: 5060}
+	tb.devTarget = &Target{URI: &u, Dest: dev.Addr(), Transport: "UDP", Flow: true, Device: true}
+	tb.pbx.Send(tb.udp, invite(tb.pbx, "sip:dev@"+tb.udp, "pbx1"))
+	in := dev.ExpectRequest(wait, sip.INVITE)
+	if in.Recipient.User != "1001" || in.Recipient.Host != "10.0.0.9" {
+		t.Errorf("Request-URI %s, want the device contact", in.Recipient.String())
+	}
+	dev.Reply(tb.udp, in, 486, "Busy Here")
+	tb.pbx.ExpectResponse(wait, 486)
+	dev.ExpectRequest(wait, sip.ACK) // hop-by-hop ACK for the 486
+
+	// The same request from an untrusted source is not resolved.
+	other := proxytest.NewUDP(t, "127.0.0.5")
+	other.Send(tb.udp, invite(other, "sip:dev@"+tb.udp, "pbx2"))
+	other.ExpectResponse(wait, 403)
+	dev.Quiet(300 * time.Millisecond)
+}
+
+func mustBranch(r *sip.Request) string { b, _ := r.Via().Params.Get("branch"); return b }
+
+func itoa(n int) string { return strconvItoa(n) }
