@@ -85,6 +85,9 @@ type SIPTLSConfig struct {
 type UpstreamConfig struct {
 	// URI is the PBX as a sip: or sips: URI; empty means standalone mode. Default: empty.
 	URI string `mapstructure:"uri" doc:"The PBX as a SIP URI, e.g. sip:pbx.example.com:5060;transport=udp. Empty: standalone mode (no PBX)."`
+	// Domains lists the SIP domains the PBX serves: out-of-dialog requests from devices are
+	// forwarded only to these. Default: empty, the host of URI.
+	Domains []string `mapstructure:"domains" doc:"SIP domains the PBX serves; out-of-dialog requests from devices are forwarded only to these. Empty: the host of upstream.uri."`
 	// Path adds a Path header (RFC 3327) to REGISTERs forwarded to the PBX. Default: true.
 	Path bool `mapstructure:"path" doc:"Add a Path header (RFC 3327) to REGISTERs forwarded to the PBX."`
 }
@@ -590,8 +593,7 @@ func decodeProblems(err error) []Problem {
 			}
 			return
 		}
-		var de *mapstructure.DecodeError
-		if errors.As(e, &de) {
+		if de, ok := e.(*mapstructure.DecodeError); ok {
 			inner := de.Unwrap()
 			var nested *mapstructure.DecodeError
 			if _, ok := inner.(interface{ Unwrap() []error }); ok || errors.As(inner, &nested) {
@@ -599,6 +601,11 @@ func decodeProblems(err error) []Problem {
 				return
 			}
 			out = append(out, Problem{Key: de.Name(), Reason: decodeReason(inner)})
+			return
+		}
+		// Decode wraps its joined errors in one fmt.Errorf("...%w") layer.
+		if inner := errors.Unwrap(e); inner != nil {
+			walk(inner)
 			return
 		}
 		out = append(out, Problem{Reason: e.Error()})

@@ -67,6 +67,12 @@ func (c *Config) Validate() []Problem {
 		}
 	}
 
+	for i, d := range c.Upstream.Domains {
+		if !validHost(d) {
+			v.add(fmt.Sprintf("upstream.domains[%d]", i), fmt.Sprintf("%q is not a DNS name or an IP address", d))
+		}
+	}
+
 	c.validateStore(v)
 
 	v.oneOf("registrar.mode", c.Registrar.Mode, "passthrough", "on_behalf")
