@@ -1,0 +1,491 @@
+package testpeers
+
+import (
+	"bufio"
+	"context"
+	"crypto/rand"
+	"crypto/tls"
+	"embed"
+	"encoding/hex"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sort"
+	"strings"
+	"testing"
+	"text/template"
+	"time"
+)
+
+//go:embed testdata
+var testdata embed.FS
+
+// DefaultUsers are the PBX accounts when KamailioOptions.Users is empty.
+var DefaultUsers = map[string]string{"1001": "pw1001", "1002": "pw1002", "1003": "pw1003"}
+
+// DefaultDomain is the PBX domain and digest realm when
+// KamailioOptions.Domain is empty.
+const DefaultDomain = "pbx.test"
+
+// KamailioOptions configures StartKamailio.
+type KamailioOptions struct {
+	// TLS adds a TLS listener with a self-signed certificate (see
+	// Kamailio.CertFile) made for 127.0.0.1, localhost and Domain.
+	TLS bool
+	// Users maps user to plain password (default DefaultUsers). Names and
+	// passwords must not contain ':', '\\' or line breaks.
+	Users map[string]string
+	// Domain is the SIP domain and digest realm (default DefaultDomain).
+	Domain string
+	// NoCallerAuth turns off the 407 challenge of out-of-dialog requests
+	// from local users (REGISTER is always challenged).
+	NoCallerAuth bool
+	// QOP is "" (challenges without qop, the default) or "auth".
+	QOP string
+	// Quiet drops the per-request log lines (for load).
+	Quiet bool
+	// Children is the number of UDP worker processes (default 2).
+	Children int
+	// ShmMB is the shared memory size in MB (default 64).
+	ShmMB int
+	// StartTimeout bounds the start (default 15s).
+	StartTimeout time.Duration
+}
+
+// Kamailio is a running Kamailio "PBX" started by StartKamailio.
+type Kamailio struct {
+	// UDPAddr, TCPAddr and TLSAddr are "127.0.0.1:port" (TLSAddr is empty
+	// without TLS). UDP and TCP share one port.
+	UDPAddr, TCPAddr, TLSAddr string
+	// Domain is the SIP domain and digest realm.
+	Domain string
+	// Users maps user to password.
+	Users map[string]string
+	// CertFile and KeyFile are the TLS listener's certificate (self-signed,
+	// usable as a CA file by clients) and key; empty without TLS.
+	CertFile, KeyFile string
+	// Dir is the run directory (config, db_text table, log).
+	Dir string
+	// LogFile is Kamailio's log (stderr).
+	LogFile string
+	// CtlSocket is the binrpc socket ("unix:/path") kamcmd talks to.
+	CtlSocket string
+
+	proc *process
+}
+
+// kamailioConfig is the data of testdata/kamailio/pbx.cfg.tmpl.
+type kamailioConfig struct {
+	UDPPort, TCPPort, TLSPort int
+	TLS, NoCallerAuth, Quiet  bool
+	Domain                    string
+	DBDir                     string
+	CtlSocket                 string
+	TLSConfig                 string
+	Secret                    string
+	Children                  int
+	ChallengeFlags, AuthFlags string
+}
+
+// StartKamailio renders the PBX config into a temp dir, checks it with
+// `kamailio -c`, starts Kamailio in the foreground (-DD -E) on random ports
+// and waits until it answers OPTIONS over UDP and accepts TCP (and TLS)
+// connections. It is stopped in t.Cleanup; its log is printed when the test
+// failed.
+func StartKamailio(t testing.TB, opts KamailioOptions) *Kamailio {
+	t.Helper()
+	Require(t, "kamailio", "kamcmd")
+	if opts.Domain == "" {
+		opts.Domain = DefaultDomain
+	}
+	if len(opts.Users) == 0 {
+		opts.Users = DefaultUsers
+	}
+	if opts.Children <= 0 {
+		opts.Children = 2
+	}
+	if opts.ShmMB <= 0 {
+		opts.ShmMB = 64
+	}
+	if opts.StartTimeout <= 0 {
+		opts.StartTimeout = 15 * time.Second
+	}
+	challenge := "0"
+	switch opts.QOP {
+	case "":
+	case "auth":
+		challenge = "1"
+	default:
+		t.Fatalf("testpeers: kamailio: unsupported qop %q", opts.QOP)
+	}
+
+	dir := t.TempDir()
+	k := &Kamailio{
+		Domain:    opts.Domain,
+		Users:     opts.Users,
+		Dir:       dir,
+		LogFile:   filepath.Join(dir, "kamailio.log"),
+		CtlSocket: "unix:" + filepath.Join(shortDir(t, "kam"), "ctl"),
+	}
+	dbDir := filepath.Join(dir, "db")
+	if err := os.MkdirAll(dbDir, 0o755); err != nil {
+		t.Fatalf("testpeers: %v", err)
+	}
+	writeFile(t, dbDir, "version", "table_name(string) table_version(int)\nhtable:2\n", 0o644)
+	writeFile(t, dbDir, "users", usersTable(t, opts.Users), 0o644)
+	cfg := kamailioConfig{
+		TLS:            opts.TLS,
+		NoCallerAuth:   opts.NoCallerAuth,
+		Quiet:          opts.Quiet,
+		Domain:         opts.Domain,
+		DBDir:          dbDir,
+		CtlSocket:      k.CtlSocket,
+		Secret:         randomHex(16),
+		Children:       opts.Children,
+		ChallengeFlags: challenge,
+		AuthFlags:      "0",
+	}
+	if opts.TLS {
+		k.CertFile, k.KeyFile = SelfSignedCert(t, dir, opts.Domain, "localhost", Loopback)
+		cfg.TLSConfig = writeFile(t, dir, "tls.cfg", fmt.Sprintf(`# TLS profiles of the sipwake test PBX
+[server:default]
+method = TLSv1.2+
+verify_certificate = no
+require_certificate = no
+certificate = %s
+private_key = %s
+
+[client:default]
+method = TLSv1.2+
+verify_certificate = no
+require_certificate = no
+`, k.CertFile, k.KeyFile), 0o644)
+	}
+	tmpl := template.Must(template.ParseFS(testdata, "testdata/kamailio/pbx.cfg.tmpl"))
+
+	var lastErr error
+	for attempt := range 3 {
+		cfg.UDPPort = FreePort(t, "udp+tcp")
+		cfg.TCPPort = cfg.UDPPort
+		if opts.TLS {
+			cfg.TLSPort = FreePort(t, "tcp")
+		}
+		var b strings.Builder
+		if err := tmpl.Execute(&b, cfg); err != nil {
+			t.Fatalf("testpeers: render kamailio.cfg: %v", err)
+		}
+		cfgFile := writeFile(t, dir, "kamailio.cfg", b.String(), 0o644)
+		if out, err := exec.Command("kamailio", "-c", "-f", cfgFile).CombinedOutput(); err != nil {
+			t.Fatalf("testpeers: kamailio -c rejects %s: %v\n%s", cfgFile, err, lastLines(string(out), 30))
+		}
+		k.UDPAddr, k.TCPAddr, k.TLSAddr = hostPort(cfg.UDPPort), hostPort(cfg.TCPPort), ""
+		if opts.TLS {
+			k.TLSAddr = hostPort(cfg.TLSPort)
+		}
+		lastErr = k.start(t, cfgFile, opts)
+		if lastErr == nil {
+			return k
+		}
+		t.Logf("testpeers: kamailio start attempt %d: %v", attempt+1, lastErr)
+	}
+	t.Fatalf("testpeers: kamailio did not start: %v\n--- %s (tail)\n%s", lastErr, k.LogFile, k.LogTail())
+	return nil
+}
+
+func (k *Kamailio) start(t testing.TB, cfgFile string, opts KamailioOptions) error {
+	t.Helper()
+	args := []string{"-f", cfgFile, "-DD", "-E", "-Y", k.Dir, "-w", k.Dir,
+		"-m", fmt.Sprint(opts.ShmMB), "-M", "8"}
+	p, err := startProcess("kamailio", k.Dir, k.LogFile, "", nil, "kamailio", args...)
+	if err != nil {
+		return err
+	}
+	ready := poll(opts.StartTimeout, 100*time.Millisecond, func() bool {
+		if p.exited() {
+			return true
+		}
+		return k.probe(opts.TLS) == nil
+	})
+	if p.exited() {
+		p.stop(time.Second)
+		return fmt.Errorf("kamailio exited with status %d", p.exitCode())
+	}
+	if !ready {
+		err := k.probe(opts.TLS)
+		p.stop(5 * time.Second)
+		return fmt.Errorf("kamailio not ready after %s: %v", opts.StartTimeout, err)
+	}
+	k.proc = p
+	t.Cleanup(func() {
+		k.Stop()
+		if t.Failed() {
+			t.Logf("--- kamailio log %s (tail)\n%s", k.LogFile, k.LogTail())
+		}
+	})
+	return nil
+}
+
+// probe sends OPTIONS over UDP (expects 200) and opens a TCP (and TLS)
+// connection.
+func (k *Kamailio) probe(withTLS bool) error {
+	if err := sipOptionsUDP(k.UDPAddr, time.Second); err != nil {
+		return err
+	}
+	c, err := net.DialTimeout("tcp", k.TCPAddr, time.Second)
+	if err != nil {
+		return err
+	}
+	c.Close()
+	if withTLS {
+		d := &net.Dialer{Timeout: time.Second}
+		tc, err := tls.DialWithDialer(d, "tcp", k.TLSAddr, &tls.Config{InsecureSkipVerify: true})
+		if err != nil {
+			return err
+		}
+		tc.Close()
+	}
+	return nil
+}
+
+// sipOptionsUDP sends one OPTIONS to addr over UDP and waits for a 200.
+func sipOptionsUDP(addr string, timeout time.Duration) error {
+	c, err := net.Dial("udp4", addr)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	local := c.LocalAddr().String()
+	branch := "z9hG4bK" + randomHex(8)
+	msg := "OPTIONS sip:" + addr + " SIP/2.0\r\n" +
+		"Via: SIP/2.0/UDP " + local + ";branch=" + branch + ";rport\r\n" +
+		"Max-Forwards: 70\r\n" +
+		"From: <sip:probe@" + local + ">;tag=" + randomHex(4) + "\r\n" +
+		"To: <sip:" + addr + ">\r\n" +
+		"Call-ID: " + randomHex(12) + "@testpeers\r\n" +
+		"CSeq: 1 OPTIONS\r\n" +
+		"Content-Length: 0\r\n\r\n"
+	if _, err := c.Write([]byte(msg)); err != nil {
+		return err
+	}
+	_ = c.SetReadDeadline(time.Now().Add(timeout))
+	buf := make([]byte, 4096)
+	n, err := c.Read(buf)
+	if err != nil {
+		return err
+	}
+	if !strings.HasPrefix(string(buf[:n]), "SIP/2.0 200") {
+		line, _, _ := strings.Cut(string(buf[:n]), "\r\n")
+		return fmt.Errorf("options answered %q", line)
+	}
+	return nil
+}
+
+// Stop stops Kamailio (SIGTERM to its process group, SIGKILL after 5 s).
+// It is also called by t.Cleanup.
+func (k *Kamailio) Stop() {
+	if k.proc != nil {
+		k.proc.stop(5 * time.Second)
+	}
+}
+
+// PID returns the process id of Kamailio's main process.
+func (k *Kamailio) PID() int { return k.proc.PID() }
+
+// LogTail returns the last 80 lines of Kamailio's log.
+func (k *Kamailio) LogTail() string { return tailFile(k.LogFile, 80) }
+
+// RPC runs kamcmd against this instance's control socket, e.g.
+// RPC(t, "ul.dump") or RPC(t, "ul.rm", "location", "s:1001") (kamcmd turns
+// numeric-looking arguments into integers: prefix strings with "s:").
+// It fails the test when kamcmd fails.
+func (k *Kamailio) RPC(t testing.TB, cmd ...string) string {
+	t.Helper()
+	out, err := k.rpc(cmd...)
+	if err != nil {
+		t.Fatalf("testpeers: kamcmd %s: %v\n%s", strings.Join(cmd, " "), err, out)
+	}
+	return out
+}
+
+func (k *Kamailio) rpc(cmd ...string) (string, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	args := append([]string{"-s", k.CtlSocket}, cmd...)
+	out, err := exec.CommandContext(ctx, "kamcmd", args...).CombinedOutput()
+	return string(out), err
+}
+
+// Contact is one registered contact of an AoR, as reported by ul.dump.
+type Contact struct {
+	// URI is the Contact URI as registered (push parameters included).
+	URI string
+	// Received is the source the REGISTER came from, when Kamailio stored
+	// one (TCP/TLS or NAT), e.g. "sip:127.0.0.1:40912;transport=tcp".
+	Received string
+	// Path is the Path header value stored with the contact, if any.
+	Path string
+	// Socket is the local socket that received the REGISTER, e.g.
+	// "udp:127.0.0.1:5060".
+	Socket string
+	// Expires is the number of seconds left, as reported by ul.dump.
+	Expires string
+	// Instance is the +sip.instance value, if any.
+	Instance string
+	// UserAgent is the REGISTER's User-Agent.
+	UserAgent string
+}
+
+// Contacts returns the contact URIs registered for user (the AoR's user
+// part), parsed from ul.dump; each entry is the URI followed by
+// " received=..." and " path=..." when Kamailio stored them. Use
+// ContactDetails for the structured form.
+func (k *Kamailio) Contacts(t testing.TB, user string) []string {
+	t.Helper()
+	var out []string
+	for _, c := range k.ContactDetails(t, user) {
+		s := c.URI
+		if c.Received != "" {
+			s += " received=" + c.Received
+		}
+		if c.Path != "" {
+			s += " path=" + c.Path
+		}
+		out = append(out, s)
+	}
+	return out
+}
+
+// ContactDetails returns the contacts registered for user, parsed from
+// ul.dump.
+func (k *Kamailio) ContactDetails(t testing.TB, user string) []Contact {
+	t.Helper()
+	return parseULDump(k.RPC(t, "ul.dump"))[user]
+}
+
+// WaitContacts waits until user has exactly n contacts (bounded by
+// timeout) and returns them; it fails the test on timeout.
+func (k *Kamailio) WaitContacts(t testing.TB, user string, n int, timeout time.Duration) []Contact {
+	t.Helper()
+	var got []Contact
+	ok := poll(timeout, 100*time.Millisecond, func() bool {
+		out, err := k.rpc("ul.dump")
+		if err != nil {
+			return false
+		}
+		got = parseULDump(out)[user]
+		return len(got) == n
+	})
+	if !ok {
+		t.Fatalf("testpeers: %s has %d contact(s) after %s, want %d: %+v", user, len(got), timeout, n, got)
+	}
+	return got
+}
+
+// RemoveContacts drops every contact of user (ul.rm location s:USER); it
+// ignores "AOR not found".
+func (k *Kamailio) RemoveContacts(t testing.TB, users ...string) {
+	t.Helper()
+	for _, u := range users {
+		if out, err := k.rpc("ul.rm", "location", "s:"+u); err != nil && !strings.Contains(out, "not found") {
+			t.Fatalf("testpeers: kamcmd ul.rm location s:%s: %v\n%s", u, err, out)
+		}
+	}
+}
+
+// parseULDump parses kamcmd's text rendering of ul.dump into contacts per
+// AoR user part (the text before '@' when the AoR has a domain).
+func parseULDump(out string) map[string][]Contact {
+	res := map[string][]Contact{}
+	var aor string
+	var cur *Contact
+	flush := func() {
+		if cur != nil && aor != "" {
+			res[aor] = append(res[aor], *cur)
+		}
+		cur = nil
+	}
+	sc := bufio.NewScanner(strings.NewReader(out))
+	sc.Buffer(make([]byte, 0, 64*1024), 1024*1024)
+	for sc.Scan() {
+		line := strings.TrimSpace(sc.Text())
+		key, val, ok := strings.Cut(line, ":")
+		if !ok {
+			continue
+		}
+		val = strings.TrimSpace(val)
+		switch key {
+		case "AoR":
+			flush()
+			aor, _, _ = strings.Cut(val, "@")
+		case "Address":
+			flush()
+			cur = &Contact{URI: val}
+		}
+		if cur == nil {
+			continue
+		}
+		switch key {
+		case "Received":
+			if val != "[not set]" {
+				cur.Received = val
+			}
+		case "Path":
+			if val != "[not set]" {
+				cur.Path = val
+			}
+		case "Socket":
+			cur.Socket = val
+		case "Expires":
+			cur.Expires = val
+		case "Instance":
+			if val != "[not set]" {
+				cur.Instance = val
+			}
+		case "User-Agent":
+			if val != "[not set]" {
+				cur.UserAgent = val
+			}
+		}
+	}
+	flush()
+	for u := range res {
+		sort.SliceStable(res[u], func(i, j int) bool { return res[u][i].URI < res[u][j].URI })
+	}
+	return res
+}
+
+// usersTable renders the db_text table the htable "users" loads.
+func usersTable(t testing.TB, users map[string]string) string {
+	t.Helper()
+	names := make([]string, 0, len(users))
+	for u := range users {
+		names = append(names, u)
+	}
+	sort.Strings(names)
+	var b strings.Builder
+	b.WriteString("id(int,auto) key_name(string) key_type(int) value_type(int) key_value(string) expires(int)\n")
+	for i, u := range names {
+		pw := users[u]
+		if u == "" || strings.ContainsAny(u+pw, ":\\\r\n") {
+			t.Fatalf("testpeers: kamailio user %q: names and passwords must be non-empty and free of ':', '\\' and line breaks", u)
+		}
+		fmt.Fprintf(&b, "%d:%s:0:0:%s:0\n", i+1, u, pw)
+	}
+	return b.String()
+}
+
+func randomHex(n int) string {
+	b := make([]byte, n)
+	_, _ = rand.Read(b)
+	return hex.EncodeToString(b)
+}
+
+func lastLines(s string, n int) string {
+	lines := strings.Split(strings.TrimRight(s, "\n"), "\n")
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	return strings.Join(lines, "\n")
+}

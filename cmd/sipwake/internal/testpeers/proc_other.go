@@ -1,0 +1,10 @@
+//go:build unix && !linux
+
+package testpeers
+
+import "syscall"
+
+// sysProcAttr puts a peer in its own process group (Stop signals the group).
+func sysProcAttr() *syscall.SysProcAttr {
+	return &syscall.SysProcAttr{Setpgid: true}
+}
