@@ -122,7 +122,10 @@ func TestValidate(t *testing.T) {
 		{"bad store driver", func(c *Config) { c.Store.Driver = "etcd" }, []string{`store.driver: "etcd" is not one of embedded, redis`}},
 		{"embedded without path", func(c *Config) { c.Store.Embedded.Path = "" }, []string{"store.embedded.path: required"}},
 		{"redis without addresses", func(c *Config) { c.Store.Driver = "redis"; c.Store.Redis.Addresses = nil }, []string{"store.redis.addresses: needs at least one"}},
-		{"redis bad address", func(c *Config) { c.Store.Driver = "redis"; c.Store.Redis.Addresses = []string{"redis:6379", ":6379", "redis"} },
+		{"redis bad address", func(c *Config) {
+			c.Store.Driver = "redis"
+			c.Store.Redis.Addresses = []string{"redis:6379", ":6379", "redis"}
+		},
 			[]string{`store.redis.addresses[1]: ":6379" has no host`, `store.redis.addresses[2]: "redis" is not host:port`}},
 		{"redis password file missing", func(c *Config) { c.Store.Redis.PasswordFile = missing }, []string{"store.redis.password_file: open "}},
 		{"redis negative db", func(c *Config) { c.Store.Redis.DB = -1 }, []string{"store.redis.db: must not be negative"}},
@@ -148,7 +151,11 @@ func TestValidate(t *testing.T) {
 		{"webhook", func(c *Config) { c.Push.Webhook.URL = "http://127.0.0.1:8080/push"; c.Push.Webhook.SecretFile = secret }, nil},
 		{"webhook bad", func(c *Config) { c.Push.Webhook.URL = "ftp://x"; c.Push.Webhook.SecretFile = missing },
 			[]string{`push.webhook.url: scheme "ftp", want http or https`, "push.webhook.secret_file: open "}},
-		{"wake durations", func(c *Config) { c.Wake.InviteHoldTimeout = 0; c.Wake.MessageAcceptTimeout = -time.Second; c.Wake.MessageTTL = 0 },
+		{"wake durations", func(c *Config) {
+			c.Wake.InviteHoldTimeout = 0
+			c.Wake.MessageAcceptTimeout = -time.Second
+			c.Wake.MessageTTL = 0
+		},
 			[]string{"wake.invite_hold_timeout: must be positive", "wake.message_accept_timeout: must be positive", "wake.message_ttl: must be positive"}},
 		{"caller feedback", func(c *Config) { c.Wake.CallerFeedback = "181" }, []string{`wake.caller_feedback: "181" is not one of none, 110, 180, 183`}},
 		{"ops listen", func(c *Config) { c.Ops.Listen = "9090" }, []string{`ops.listen: "9090" is not host:port`}},
