@@ -1,0 +1,9 @@
+// Package redis is sipwake's shared store on Redis, through go-redis v9's
+// UniversalClient: one server, a Sentinel-managed primary, or a Cluster.
+//
+// Several sipwake nodes share one Redis: bindings, their token index and
+// binding-change events (Redis pub/sub) all live there. Every multi-key
+// change of an AOR runs as one Lua script on keys that share the AOR's
+// hash tag, so it is atomic in a Cluster as well. README.md describes the
+// key layout and durability choices.
+package redis

@@ -1,0 +1,71 @@
+package redis
+
+import (
+	"strings"
+)
+
+// DefaultKeyPrefix starts every key and the events channel when
+// Options.KeyPrefix is empty.
+const DefaultKeyPrefix = "sipwake:"
+
+// keys builds the store's key names (see README.md):
+//
+//	<p>aor:{A}        ZSET  instance -> expiry (unix ms); PEXPIREAT max expiry
+//	<p>binding:{A}:I  HASH  data (JSON), token, aor, instance; PEXPIREAT expiry
+//	<p>token:T        STRING the binding key name; PXAT the binding's expiry
+//	<p>events         pub/sub channel of JSON store.Event
+//
+// A is the AOR with '%', '{' and '}' percent-escaped, so that the hash tag
+// {A} is exactly the AOR (both keys of an AOR land in one Cluster slot) and
+// no AOR/instance pair can produce another pair's key. I and T are raw.
+type keys struct{ prefix string }
+
+var aorEscaper = strings.NewReplacer("%", "%25", "{", "%7B", "}", "%7D")
+var aorUnescaper = strings.NewReplacer("%25", "%", "%7B", "{", "%7D", "}")
+
+func escapeAOR(aor string) string { return aorEscaper.Replace(aor) }
+
+func unescapeAOR(s string) string { return aorUnescaper.Replace(s) }
+
+func (k keys) aor(aor string) string { return k.prefix + "aor:{" + escapeAOR(aor) + "}" }
+
+// bindingPrefix is the key prefix of every binding of aor; a binding's key
+// is this prefix followed by the raw instance.
+func (k keys) bindingPrefix(aor string) string {
+	return k.prefix + "binding:{" + escapeAOR(aor) + "}:"
+}
+
+func (k keys) binding(aor, instance string) string { return k.bindingPrefix(aor) + instance }
+
+func (k keys) token(token string) string { return k.prefix + "token:" + token }
+
+func (k keys) events() string { return k.prefix + "events" }
+
+// aorPattern is the SCAN MATCH pattern of every AOR set.
+func (k keys) aorPattern() string { return globEscape(k.prefix) + "aor:{*}" }
+
+// aorFromKey returns the AOR of an AOR-set key name.
+func (k keys) aorFromKey(key string) (string, bool) {
+	s, ok := strings.CutPrefix(key, k.prefix+"aor:{")
+	if !ok {
+		return "", false
+	}
+	s, ok = strings.CutSuffix(s, "}")
+	if !ok || strings.ContainsAny(s, "{}") {
+		return "", false
+	}
+	return unescapeAOR(s), true
+}
+
+// globEscape quotes the glob characters of Redis MATCH patterns.
+func globEscape(s string) string {
+	var b strings.Builder
+	for i := 0; i < len(s); i++ {
+		switch s[i] {
+		case '*', '?', '[', ']', '\\':
+			b.WriteByte('\\')
+		}
+		b.WriteByte(s[i])
+	}
+	return b.String()
+}

@@ -1,0 +1,60 @@
+package redis
+
+import (
+	"testing"
+)
+
+func TestKeysAreInjective(t *testing.T) {
+	k := keys{prefix: "p:"}
+	pairs := [][2]string{
+		{"sip:x}:y", "z"}, {"sip:x", "y}:z"},
+		{"sip:a", "b:c"}, {"sip:a:b", "c"},
+		{"sip:%7B@x", "i"}, {"sip:{@x", "i"}, {"sip:%257B@x", "i"},
+		{"sip:a}", "b"}, {"sip:a", "}b"}, {"sip:a%7D", "b"},
+		{"sip:a\x00", "b"}, {"sip:a", "\x00b"},
+	}
+	seen := map[string][2]string{}
+	for _, p := range pairs {
+		bk := k.binding(p[0], p[1])
+		if other, dup := seen[bk]; dup {
+			t.Errorf("binding key %q shared by %q and %q", bk, other, p)
+		}
+		seen[bk] = p
+		ak := k.aor(p[0])
+		got, ok := k.aorFromKey(ak)
+		if !ok || got != p[0] {
+			t.Errorf("aorFromKey(%q) = %q, %v; want %q", ak, got, ok, p[0])
+		}
+	}
+}
+
+func TestHashTagIsTheAOR(t *testing.T) {
+	// Redis hashes the bytes between the first '{' and the next '}'.
+	tag := func(key string) string {
+		for i := 0; i < len(key); i++ {
+			if key[i] == '{' {
+				for j := i + 1; j < len(key); j++ {
+					if key[j] == '}' {
+						return key[i+1 : j]
+					}
+				}
+				return ""
+			}
+		}
+		return ""
+	}
+	k := keys{prefix: "sipwake:"}
+	for _, aor := range []string{"sip:alice@example.com", "sip:a}b@x", "sip:{a}@x", "sip:%7D@x", "sip:ü@例え.jp"} {
+		ak, bk := k.aor(aor), k.binding(aor, "}{inst}")
+		if tag(ak) != escapeAOR(aor) || tag(bk) != tag(ak) {
+			t.Errorf("aor %q: hash tags %q (set) and %q (binding), want both %q", aor, tag(ak), tag(bk), escapeAOR(aor))
+		}
+	}
+}
+
+func TestAORPatternEscapesPrefix(t *testing.T) {
+	k := keys{prefix: `a*b?c[d]e\f:`}
+	if got, want := k.aorPattern(), `a\*b\?c\[d\]e\\f:aor:{*}`; got != want {
+		t.Errorf("aorPattern = %q, want %q", got, want)
+	}
+}

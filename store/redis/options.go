@@ -1,0 +1,117 @@
+package redis
+
+import (
+	"crypto/tls"
+	"errors"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	goredis "github.com/redis/go-redis/v9"
+)
+
+// Timeouts the store sets on the client.
+const (
+	// OpenTimeout bounds Open's first PING when ctx has no earlier
+	// deadline.
+	OpenTimeout = 5 * time.Second
+	// dialTimeout, readTimeout and writeTimeout bound each network step,
+	// so that a dead server fails a call in seconds rather than hanging.
+	dialTimeout  = 3 * time.Second
+	readTimeout  = 3 * time.Second
+	writeTimeout = 3 * time.Second
+)
+
+// Options configures Open. The mode follows go-redis NewUniversalClient:
+// SentinelMaster set → Sentinel (Addresses are the sentinels); else several
+// Addresses or Cluster → Cluster (Addresses are seed nodes); else a single
+// server.
+type Options struct {
+	// Addresses are "host:port" of the server, the sentinels or the
+	// cluster seed nodes. Required.
+	Addresses []string
+	// Username and Password authenticate to the server (ACL user, or
+	// password only). With Sentinel they apply to the primary, not to the
+	// sentinels.
+	Username string
+	Password string
+	// DB is the database number; must be 0 in Cluster mode.
+	DB int
+	// SentinelMaster is the primary's name known to the sentinels.
+	SentinelMaster string
+	// Cluster forces Cluster mode with a single seed address (e.g. a
+	// managed cluster's configuration endpoint). Several Addresses without
+	// SentinelMaster mean Cluster anyway.
+	Cluster bool
+	// TLS, when not nil, enables TLS with this configuration.
+	TLS *tls.Config
+	// KeyPrefix starts every key and the events channel, so several
+	// deployments can share one Redis. Empty means DefaultKeyPrefix. It
+	// must not contain '{' or '}' (they would change the Cluster hash tag).
+	KeyPrefix string
+	// NodeID names this node in binding-change events. Required.
+	NodeID string
+	// Registerer receives the store's metrics; nil registers nothing.
+	Registerer prometheus.Registerer
+}
+
+// isCluster reports whether opt selects Cluster mode.
+func (opt Options) isCluster() bool {
+	return opt.SentinelMaster == "" && (opt.Cluster || len(opt.Addresses) > 1)
+}
+
+// prefix returns the effective key prefix.
+func (opt Options) prefix() string {
+	if opt.KeyPrefix == "" {
+		return DefaultKeyPrefix
+	}
+	return opt.KeyPrefix
+}
+
+// universalOptions validates opt and translates it to go-redis options.
+// It is pure: no connection is made.
+func universalOptions(opt Options) (*goredis.UniversalOptions, error) {
+	switch {
+	case len(opt.Addresses) == 0:
+		return nil, errors.New("at least one address is required")
+	case slices.Contains(opt.Addresses, ""):
+		return nil, errors.New("empty address")
+	case opt.NodeID == "":
+		return nil, errors.New("node id is required")
+	case strings.ContainsAny(opt.KeyPrefix, "{}"):
+		return nil, errors.New("key prefix must not contain '{' or '}'")
+	case opt.SentinelMaster != "" && opt.Cluster:
+		return nil, errors.New("sentinel master and cluster mode are exclusive")
+	case opt.isCluster() && opt.DB != 0:
+		return nil, errors.New("db must be 0 in cluster mode")
+	case opt.DB < 0:
+		return nil, errors.New("db must not be negative")
+	}
+	return &goredis.UniversalOptions{
+		Addrs:                 slices.Clone(opt.Addresses),
+		ClientName:            clientName(opt.NodeID),
+		DB:                    opt.DB,
+		Username:              opt.Username,
+		Password:              opt.Password,
+		MasterName:            opt.SentinelMaster,
+		IsClusterMode:         opt.Cluster,
+		TLSConfig:             opt.TLS,
+		DialTimeout:           dialTimeout,
+		ReadTimeout:           readTimeout,
+		WriteTimeout:          writeTimeout,
+		ContextTimeoutEnabled: true,
+	}, nil
+}
+
+// clientName is the CLIENT SETNAME value: "sipwake-<node>" with characters
+// Redis refuses in a client name (spaces, newlines) replaced.
+func clientName(node string) string {
+	b := []byte("sipwake-" + node)
+	for i, c := range b {
+		if c <= ' ' || c >= 0x7f {
+			b[i] = '_'
+		}
+	}
+	return string(b)
+}

@@ -1,0 +1,473 @@
+package redis
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"sort"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	goredis "github.com/redis/go-redis/v9"
+
+	"github.com/sipwake/sipwake/store"
+)
+
+// SubscriberBuffer is how many events a subscriber may fall behind before
+// further events to it are dropped (and counted in
+// sipwake_store_events_dropped_total{backend="redis"}).
+const SubscriberBuffer = 256
+
+// Store is the Redis-backed store.Store shared by several nodes. It is safe
+// for concurrent use.
+type Store struct {
+	client  goredis.UniversalClient
+	keys    keys
+	node    string
+	metrics *metrics
+
+	closed    atomic.Bool
+	closeOnce sync.Once
+	closeErr  error
+	done      chan struct{}
+	// mu orders Subscribe's subs.Add against Close's subs.Wait.
+	mu   sync.Mutex
+	subs sync.WaitGroup
+}
+
+var _ store.Store = (*Store)(nil)
+
+// Open connects to Redis and checks it answers PING. An unreachable server
+// fails Open within OpenTimeout (or ctx's earlier deadline).
+func Open(ctx context.Context, opt Options) (*Store, error) {
+	uo, err := universalOptions(opt)
+	if err != nil {
+		return nil, fmt.Errorf("redis store: open: %w", err)
+	}
+	m, err := newMetrics(opt.Registerer)
+	if err != nil {
+		return nil, fmt.Errorf("redis store: open: %w", err)
+	}
+	client := goredis.NewUniversalClient(uo)
+	pctx, cancel := context.WithTimeout(ctx, OpenTimeout)
+	defer cancel()
+	if err := client.Ping(pctx).Err(); err != nil {
+		_ = client.Close()
+		return nil, fmt.Errorf("redis store: open: ping %s: %w", strings.Join(opt.Addresses, ","), err)
+	}
+	return &Store{
+		client:  client,
+		keys:    keys{prefix: opt.prefix()},
+		node:    opt.NodeID,
+		metrics: m,
+		done:    make(chan struct{}),
+	}, nil
+}
+
+// begin checks that the store is open and ctx is live.
+func (s *Store) begin(ctx context.Context) error {
+	if s.closed.Load() {
+		return store.ErrClosed
+	}
+	return ctx.Err()
+}
+
+// fail wraps err with the operation, mapping a closed client.
+func fail(what string, err error) error {
+	if errors.Is(err, goredis.ErrClosed) {
+		err = store.ErrClosed
+	}
+	return fmt.Errorf("redis store: %s: %w", what, err)
+}
+
+func ms(t time.Time) int64 { return t.UnixMilli() }
+
+// decode reads a binding's JSON; aor and instance are the raw values kept
+// beside it (JSON would rewrite invalid UTF-8).
+func decode(aor, instance, data string) (store.Binding, error) {
+	var b store.Binding
+	if err := json.Unmarshal([]byte(data), &b); err != nil {
+		return b, fmt.Errorf("corrupt binding %q/%q: %w", aor, instance, err)
+	}
+	b.AOR, b.Instance = aor, instance
+	return b, nil
+}
+
+// str returns a script reply element as a string; ok is false for nil.
+func str(v any) (string, bool) {
+	s, ok := v.(string)
+	return s, ok
+}
+
+// PutBinding implements store.Bindings with one Lua script on the AOR's
+// slot; the token index (another slot) is updated right after, and
+// BindingByToken checks the binding it points at, so a lookup between the
+// two steps finds nothing rather than something wrong. The events are
+// published last; a failed PUBLISH is counted (op "publish") but does not
+// fail the put, which has happened.
+func (s *Store) PutBinding(ctx context.Context, b store.Binding, max int) (prev *store.Binding, err error) {
+	defer func() { s.metrics.observe(opPutBinding, err) }()
+	if err := s.begin(ctx); err != nil {
+		return nil, fail("put binding", err)
+	}
+	if b.AOR == "" || b.Instance == "" {
+		return nil, errors.New("redis store: put binding: aor and instance must not be empty")
+	}
+	data, err := json.Marshal(b)
+	if err != nil {
+		return nil, fail("put binding", err)
+	}
+	now := time.Now()
+	bkey := s.keys.binding(b.AOR, b.Instance)
+	res, err := putScript.Run(ctx, s.client,
+		[]string{s.keys.aor(b.AOR), bkey},
+		ms(now), ms(b.Expires), max, b.Instance, b.Token, data, b.AOR, s.keys.bindingPrefix(b.AOR),
+	).Slice()
+	if err != nil {
+		return nil, fail("put binding", err)
+	}
+	if len(res) == 1 && res[0] == "too_many" {
+		return nil, store.ErrTooManyBindings
+	}
+	if len(res) != 4 || res[0] != "ok" {
+		return nil, fail("put binding", fmt.Errorf("unexpected script reply %v", res))
+	}
+	if data, ok := str(res[1]); ok {
+		p, err := decode(b.AOR, b.Instance, data)
+		if err != nil {
+			return nil, fail("put binding", err)
+		}
+		if p.Live(now) {
+			prev = &p
+		}
+	}
+	if err := s.linkToken(ctx, b, bkey, now); err != nil {
+		return prev, fail("put binding", err)
+	}
+	if prevTok, ok := str(res[2]); ok && prevTok != "" && prevTok != b.Token {
+		if err := unlinkTokenScript.Run(ctx, s.client, []string{s.keys.token(prevTok)}, bkey).Err(); err != nil {
+			return prev, fail("put binding", err)
+		}
+	}
+	var events []store.Event
+	dropped, _ := res[3].([]any)
+	for _, d := range dropped {
+		if inst, ok := str(d); ok {
+			events = append(events, s.event(store.EventBindingDeleted, b.AOR, inst))
+		}
+	}
+	events = append(events, s.event(store.EventBindingPut, b.AOR, b.Instance))
+	s.publish(ctx, events...)
+	return prev, nil
+}
+
+// linkToken points b's token at its binding key until the binding expires.
+func (s *Store) linkToken(ctx context.Context, b store.Binding, bkey string, now time.Time) error {
+	if b.Token == "" || !b.Live(now) {
+		return nil
+	}
+	return s.client.SetArgs(ctx, s.keys.token(b.Token), bkey, goredis.SetArgs{ExpireAt: b.Expires}).Err()
+}
+
+func (s *Store) event(kind store.EventKind, aor, instance string) store.Event {
+	return store.Event{Kind: kind, AOR: aor, Instance: instance, Node: s.node}
+}
+
+// publish sends events on the events channel in order, in one pipeline.
+// Failures are counted, not returned: the change they announce is made.
+func (s *Store) publish(ctx context.Context, events ...store.Event) {
+	if len(events) == 0 {
+		return
+	}
+	_, err := s.client.Pipelined(ctx, func(p goredis.Pipeliner) error {
+		for _, ev := range events {
+			payload, err := json.Marshal(ev)
+			if err != nil {
+				return err
+			}
+			p.Publish(ctx, s.keys.events(), payload)
+		}
+		return nil
+	})
+	s.metrics.observe(opPublish, err)
+}
+
+// DeleteBinding implements store.Bindings.
+func (s *Store) DeleteBinding(ctx context.Context, aor, instance string) (err error) {
+	defer func() { s.metrics.observe(opDeleteBinding, err) }()
+	if err := s.begin(ctx); err != nil {
+		return fail("delete binding", err)
+	}
+	bkey := s.keys.binding(aor, instance)
+	res, err := deleteScript.Run(ctx, s.client, []string{s.keys.aor(aor), bkey}, ms(time.Now()), instance).Slice()
+	if errors.Is(err, goredis.Nil) {
+		return store.ErrNotFound
+	}
+	if err != nil {
+		return fail("delete binding", err)
+	}
+	if len(res) == 1 {
+		if tok, _ := str(res[0]); tok != "" {
+			if err := unlinkTokenScript.Run(ctx, s.client, []string{s.keys.token(tok)}, bkey).Err(); err != nil {
+				return fail("delete binding", err)
+			}
+		}
+	}
+	s.publish(ctx, s.event(store.EventBindingDeleted, aor, instance))
+	return nil
+}
+
+// DeleteAOR implements store.Bindings.
+func (s *Store) DeleteAOR(ctx context.Context, aor string) (n int, err error) {
+	defer func() { s.metrics.observe(opDeleteAOR, err) }()
+	if err := s.begin(ctx); err != nil {
+		return 0, fail("delete aor", err)
+	}
+	res, err := deleteAORScript.Run(ctx, s.client, []string{s.keys.aor(aor)}, ms(time.Now()), s.keys.bindingPrefix(aor)).Slice()
+	if err != nil {
+		return 0, fail("delete aor", err)
+	}
+	var events []store.Event
+	for i := 0; i+1 < len(res); i += 2 {
+		inst, _ := str(res[i])
+		tok, _ := str(res[i+1])
+		if tok != "" {
+			bkey := s.keys.binding(aor, inst)
+			if err := unlinkTokenScript.Run(ctx, s.client, []string{s.keys.token(tok)}, bkey).Err(); err != nil {
+				return 0, fail("delete aor", err)
+			}
+		}
+		events = append(events, s.event(store.EventBindingDeleted, aor, inst))
+	}
+	s.publish(ctx, events...)
+	return len(events), nil
+}
+
+// aorBindings returns the live bindings of aor, unsorted.
+func (s *Store) aorBindings(ctx context.Context, aor string, now time.Time) ([]store.Binding, error) {
+	res, err := bindingsScript.Run(ctx, s.client, []string{s.keys.aor(aor)}, ms(now), s.keys.bindingPrefix(aor)).Slice()
+	if err != nil {
+		return nil, err
+	}
+	out := make([]store.Binding, 0, len(res)/2)
+	for i := 0; i+1 < len(res); i += 2 {
+		inst, _ := str(res[i])
+		data, _ := str(res[i+1])
+		b, err := decode(aor, inst, data)
+		if err != nil {
+			return nil, err
+		}
+		if b.Live(now) {
+			out = append(out, b)
+		}
+	}
+	return out, nil
+}
+
+// Bindings implements store.Bindings.
+func (s *Store) Bindings(ctx context.Context, aor string) (out []store.Binding, err error) {
+	defer func() { s.metrics.observe(opBindings, err) }()
+	if err := s.begin(ctx); err != nil {
+		return nil, fail("bindings", err)
+	}
+	out, err = s.aorBindings(ctx, aor, time.Now())
+	if err != nil {
+		return nil, fail("bindings", err)
+	}
+	sort.SliceStable(out, func(i, j int) bool {
+		if !out[i].LastSeen.Equal(out[j].LastSeen) {
+			return out[i].LastSeen.Before(out[j].LastSeen)
+		}
+		return out[i].Instance < out[j].Instance
+	})
+	return out, nil
+}
+
+// BindingByToken implements store.Bindings: it follows the token index and
+// accepts the binding only if it still carries the token and is live.
+func (s *Store) BindingByToken(ctx context.Context, token string) (b store.Binding, err error) {
+	defer func() { s.metrics.observe(opBindingByToken, err) }()
+	if err := s.begin(ctx); err != nil {
+		return b, fail("binding by token", err)
+	}
+	if token == "" {
+		return b, store.ErrNotFound
+	}
+	bkey, err := s.client.Get(ctx, s.keys.token(token)).Result()
+	if errors.Is(err, goredis.Nil) {
+		return b, store.ErrNotFound
+	}
+	if err != nil {
+		return b, fail("binding by token", err)
+	}
+	f, err := s.client.HMGet(ctx, bkey, "data", "token", "aor", "instance").Result()
+	if err != nil {
+		return b, fail("binding by token", err)
+	}
+	data, ok := str(f[0])
+	if !ok {
+		return b, store.ErrNotFound
+	}
+	tok, _ := str(f[1])
+	aor, _ := str(f[2])
+	inst, _ := str(f[3])
+	b, err = decode(aor, inst, data)
+	if err != nil {
+		return store.Binding{}, fail("binding by token", err)
+	}
+	if tok != token || !b.Live(time.Now()) {
+		return store.Binding{}, store.ErrNotFound
+	}
+	return b, nil
+}
+
+// ListBindings implements store.Bindings. Without an AOR it SCANs every
+// primary for AOR sets (an admin operation: O(keys) on the server), sorts
+// the AORs and reads them in order until the limit is reached.
+func (s *Store) ListBindings(ctx context.Context, opt store.ListOptions) (out []store.Binding, err error) {
+	defer func() { s.metrics.observe(opListBindings, err) }()
+	if err := s.begin(ctx); err != nil {
+		return nil, fail("list bindings", err)
+	}
+	aors := []string{opt.AOR}
+	if opt.AOR == "" {
+		if aors, err = s.scanAORs(ctx); err != nil {
+			return nil, fail("list bindings", err)
+		}
+	}
+	now := time.Now()
+	out = []store.Binding{}
+	for _, aor := range aors {
+		bs, err := s.aorBindings(ctx, aor, now)
+		if err != nil {
+			return nil, fail("list bindings", err)
+		}
+		sort.Slice(bs, func(i, j int) bool { return bs[i].Instance < bs[j].Instance })
+		out = append(out, bs...)
+		if opt.Limit > 0 && len(out) >= opt.Limit {
+			return out[:opt.Limit], nil
+		}
+	}
+	return out, nil
+}
+
+// scanAORs returns the sorted, distinct AORs that have an AOR set.
+func (s *Store) scanAORs(ctx context.Context) ([]string, error) {
+	var mu sync.Mutex
+	seen := map[string]struct{}{}
+	scan := func(ctx context.Context, c goredis.UniversalClient) error {
+		iter := c.Scan(ctx, 0, s.keys.aorPattern(), 500).Iterator()
+		for iter.Next(ctx) {
+			if aor, ok := s.keys.aorFromKey(iter.Val()); ok {
+				mu.Lock()
+				seen[aor] = struct{}{}
+				mu.Unlock()
+			}
+		}
+		return iter.Err()
+	}
+	var err error
+	if cc, ok := s.client.(*goredis.ClusterClient); ok {
+		err = cc.ForEachMaster(ctx, func(ctx context.Context, c *goredis.Client) error { return scan(ctx, c) })
+	} else {
+		err = scan(ctx, s.client)
+	}
+	if err != nil {
+		return nil, err
+	}
+	aors := make([]string, 0, len(seen))
+	for aor := range seen {
+		aors = append(aors, aor)
+	}
+	sort.Strings(aors)
+	return aors, nil
+}
+
+// Subscribe implements store.Events with a Redis SUBSCRIBE on the events
+// channel; it returns once the subscription is active. Each subscriber has
+// a buffer of SubscriberBuffer events; when it is full, further events are
+// dropped and counted, so a slow subscriber never stalls the connection.
+// Events published while the subscription's connection is being
+// re-established (go-redis reconnects by itself) are lost: Redis pub/sub
+// is at-most-once.
+func (s *Store) Subscribe(ctx context.Context) (_ <-chan store.Event, err error) {
+	defer func() { s.metrics.observe(opSubscribe, err) }()
+	if err := s.begin(ctx); err != nil {
+		return nil, fail("subscribe", err)
+	}
+	ps := s.client.Subscribe(ctx, s.keys.events())
+	if _, err := ps.Receive(ctx); err != nil {
+		_ = ps.Close()
+		return nil, fail("subscribe", err)
+	}
+	s.mu.Lock()
+	if s.closed.Load() {
+		s.mu.Unlock()
+		_ = ps.Close()
+		return nil, fail("subscribe", store.ErrClosed)
+	}
+	s.subs.Add(1)
+	s.mu.Unlock()
+	in := ps.Channel(goredis.WithChannelSize(SubscriberBuffer))
+	out := make(chan store.Event, SubscriberBuffer)
+	dropped := s.metrics.dropped.WithLabelValues(backend)
+	go func() {
+		defer s.subs.Done()
+		defer close(out)
+		defer ps.Close()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-s.done:
+				return
+			case m, ok := <-in:
+				if !ok {
+					return
+				}
+				var ev store.Event
+				if err := json.Unmarshal([]byte(m.Payload), &ev); err != nil {
+					s.metrics.observe(opSubscribe, err)
+					continue
+				}
+				select {
+				case out <- ev:
+				default:
+					dropped.Inc()
+				}
+			}
+		}
+	}()
+	return out, nil
+}
+
+// Ping implements store.Store with PING.
+func (s *Store) Ping(ctx context.Context) (err error) {
+	defer func() { s.metrics.observe(opPing, err) }()
+	if err := s.begin(ctx); err != nil {
+		return fail("ping", err)
+	}
+	if err := s.client.Ping(ctx).Err(); err != nil {
+		return fail("ping", err)
+	}
+	return nil
+}
+
+// Close ends every subscription and closes the client.
+func (s *Store) Close() error {
+	s.closeOnce.Do(func() {
+		s.mu.Lock()
+		s.closed.Store(true)
+		close(s.done)
+		s.mu.Unlock()
+		s.subs.Wait()
+		if err := s.client.Close(); err != nil {
+			s.closeErr = fmt.Errorf("redis store: close: %w", err)
+			s.metrics.observe(opClose, err)
+		}
+	})
+	return s.closeErr
+}

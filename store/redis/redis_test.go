@@ -1,0 +1,302 @@
+package redis_test
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"net"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
+	goredis "github.com/redis/go-redis/v9"
+
+	"github.com/sipwake/sipwake/store"
+	"github.com/sipwake/sipwake/store/redis"
+	"github.com/sipwake/sipwake/store/storetest"
+)
+
+// prefixFor gives each test its own key prefix, so tests share one server
+// without seeing each other's data or events.
+func prefixFor(t *testing.T) string {
+	return "test:" + strings.NewReplacer("/", ":", " ", "_").Replace(t.Name()) + ":"
+}
+
+func openFunc(addrs []string, cluster bool) storetest.OpenFunc {
+	return func(t *testing.T, nodeID string) store.Store {
+		s, err := redis.Open(t.Context(), redis.Options{
+			Addresses:  addrs,
+			Cluster:    cluster,
+			KeyPrefix:  prefixFor(t),
+			NodeID:     nodeID,
+			Registerer: prometheus.NewRegistry(),
+		})
+		if err != nil {
+			t.Fatalf("Open: %v", err)
+		}
+		t.Cleanup(func() {
+			if err := s.Close(); err != nil {
+				t.Errorf("Close: %v", err)
+			}
+		})
+		return s
+	}
+}
+
+// TestConformance runs the shared suite against a real redis-server; each
+// store is a separate client (a separate node) on the test's key prefix.
+func TestConformance(t *testing.T) {
+	addr := storetest.StartRedis(t)
+	storetest.Run(t, openFunc([]string{addr}, false))
+}
+
+// TestConformanceCluster runs the suite against a one-node Redis Cluster
+// holding all 16384 slots, through go-redis's ClusterClient. Redis still
+// refuses a command or script whose declared keys span slots (CROSSSLOT),
+// and the keys a script builds itself are checked here with CLUSTER KEYSLOT
+// (a single node owns every slot, so it would not notice those).
+func TestConformanceCluster(t *testing.T) {
+	addr := storetest.StartRedis(t, "--cluster-enabled", "yes", "--cluster-announce-ip", "127.0.0.1")
+	c := goredis.NewClient(&goredis.Options{Addr: addr})
+	defer c.Close()
+	ctx := t.Context()
+	if err := c.ClusterAddSlotsRange(ctx, 0, 16383).Err(); err != nil {
+		t.Fatalf("CLUSTER ADDSLOTSRANGE: %v", err)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		info, err := c.ClusterInfo(ctx).Result()
+		if err == nil && strings.Contains(info, "cluster_state:ok") {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("cluster not ok after 10s: %v %s", err, info)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	// The keys of one AOR share a slot even for AORs with braces.
+	for _, aor := range []string{"sip:alice@example.com", "sip:a}b@x", "sip:{a}@x"} {
+		ak, bk, _ := redis.Keys("sipwake:", aor, "inst}{", "tok")
+		s1, _ := c.ClusterKeySlot(ctx, ak).Result()
+		s2, _ := c.ClusterKeySlot(ctx, bk).Result()
+		if s1 != s2 {
+			t.Errorf("aor %q: AOR set in slot %d, binding in slot %d", aor, s1, s2)
+		}
+	}
+	storetest.Run(t, openFunc([]string{addr}, true))
+}
+
+func TestOpenUnreachable(t *testing.T) {
+	// A port nobody listens on: connection refused.
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	refused := l.Addr().String()
+	l.Close()
+
+	// A server that accepts and never answers.
+	silent, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer silent.Close()
+	go func() {
+		for {
+			c, err := silent.Accept()
+			if err != nil {
+				return
+			}
+			defer c.Close()
+		}
+	}()
+
+	for _, tc := range []struct{ name, addr string }{{"refused", refused}, {"silent", silent.Addr().String()}} {
+		t.Run(tc.name, func(t *testing.T) {
+			start := time.Now()
+			s, err := redis.Open(t.Context(), redis.Options{Addresses: []string{tc.addr}, NodeID: "n"})
+			elapsed := time.Since(start)
+			if err == nil {
+				s.Close()
+				t.Fatal("Open succeeded")
+			}
+			if !strings.Contains(err.Error(), "redis store: open") || !strings.Contains(err.Error(), tc.addr) {
+				t.Errorf("error %q does not name the store and the address", err)
+			}
+			if limit := redis.OpenTimeout + 2*time.Second; elapsed > limit {
+				t.Errorf("Open took %s, want under %s", elapsed, limit)
+			}
+		})
+	}
+}
+
+func TestUniversalOptions(t *testing.T) {
+	tlsConf := &tls.Config{ServerName: "redis.example.com"}
+	tests := []struct {
+		name       string
+		opt        redis.Options
+		wantErr    string
+		wantMaster string
+		wantAddrs  int
+		wantClient string // "single", "cluster"
+		check      func(t *testing.T, uo *goredis.UniversalOptions)
+	}{
+		{name: "single", opt: redis.Options{Addresses: []string{"r:6379"}, DB: 2, Username: "u", Password: "p", TLS: tlsConf, NodeID: "n1"},
+			wantAddrs: 1, wantClient: "single", check: func(t *testing.T, uo *goredis.UniversalOptions) {
+				if uo.DB != 2 || uo.Username != "u" || uo.Password != "p" || uo.TLSConfig != tlsConf || uo.ClientName != "sipwake-n1" {
+					t.Errorf("options not carried: %+v", uo)
+				}
+				if !uo.ContextTimeoutEnabled || uo.DialTimeout == 0 || uo.ReadTimeout == 0 {
+					t.Errorf("timeouts not set: %+v", uo)
+				}
+			}},
+		{name: "sentinel", opt: redis.Options{Addresses: []string{"s1:26379", "s2:26379", "s3:26379"}, SentinelMaster: "mymaster", DB: 1, NodeID: "n"},
+			wantMaster: "mymaster", wantAddrs: 3, wantClient: "single"},
+		{name: "cluster by several addresses", opt: redis.Options{Addresses: []string{"c1:6379", "c2:6379"}, NodeID: "n"},
+			wantAddrs: 2, wantClient: "cluster"},
+		{name: "cluster forced with one seed", opt: redis.Options{Addresses: []string{"cfg:6379"}, Cluster: true, NodeID: "n"},
+			wantAddrs: 1, wantClient: "cluster"},
+		{name: "node id sanitised in client name", opt: redis.Options{Addresses: []string{"r:6379"}, NodeID: "my node\n"},
+			wantAddrs: 1, wantClient: "single", check: func(t *testing.T, uo *goredis.UniversalOptions) {
+				if uo.ClientName != "sipwake-my_node_" {
+					t.Errorf("ClientName = %q", uo.ClientName)
+				}
+			}},
+		{name: "no address", opt: redis.Options{NodeID: "n"}, wantErr: "address"},
+		{name: "empty address", opt: redis.Options{Addresses: []string{""}, NodeID: "n"}, wantErr: "address"},
+		{name: "no node id", opt: redis.Options{Addresses: []string{"r:6379"}}, wantErr: "node id"},
+		{name: "brace in prefix", opt: redis.Options{Addresses: []string{"r:6379"}, KeyPrefix: "a{b}", NodeID: "n"}, wantErr: "prefix"},
+		{name: "db in cluster", opt: redis.Options{Addresses: []string{"c1:6379", "c2:6379"}, DB: 1, NodeID: "n"}, wantErr: "cluster"},
+		{name: "sentinel and cluster", opt: redis.Options{Addresses: []string{"s:26379"}, SentinelMaster: "m", Cluster: true, NodeID: "n"}, wantErr: "exclusive"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			uo, err := redis.UniversalOptions(tc.opt)
+			if tc.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
+					t.Fatalf("error %v, want one mentioning %q", err, tc.wantErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if uo.MasterName != tc.wantMaster || len(uo.Addrs) != tc.wantAddrs {
+				t.Errorf("MasterName %q, %d addrs; want %q, %d", uo.MasterName, len(uo.Addrs), tc.wantMaster, tc.wantAddrs)
+			}
+			// What go-redis builds from it (no connection is made).
+			c := goredis.NewUniversalClient(uo)
+			defer c.Close()
+			got := "single"
+			if _, ok := c.(*goredis.ClusterClient); ok {
+				got = "cluster"
+			}
+			if got != tc.wantClient {
+				t.Errorf("client %s, want %s", got, tc.wantClient)
+			}
+			if tc.check != nil {
+				tc.check(t, uo)
+			}
+		})
+	}
+}
+
+func TestErrorMetric(t *testing.T) {
+	addr := storetest.StartRedis(t)
+	reg := prometheus.NewRegistry()
+	s, err := redis.Open(t.Context(), redis.Options{Addresses: []string{addr}, NodeID: "n", KeyPrefix: prefixFor(t), Registerer: reg})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if err := s.DeleteBinding(t.Context(), "sip:x@example.com", "i"); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("DeleteBinding: %v, want ErrNotFound", err)
+	}
+	b := storetest.Fixture("sip:x@example.com", "i", "t", time.Hour)
+	if _, err := s.PutBinding(t.Context(), b, 0); err != nil {
+		t.Fatal(err)
+	}
+	b.Instance = "j"
+	b.Token = "t2"
+	if _, err := s.PutBinding(t.Context(), b, 1); !errors.Is(err, store.ErrTooManyBindings) {
+		t.Fatalf("PutBinding: %v, want ErrTooManyBindings", err)
+	}
+	canceled, cancel := context.WithCancel(t.Context())
+	cancel()
+	if err := s.Ping(canceled); !errors.Is(err, context.Canceled) {
+		t.Fatalf("Ping(canceled) = %v, want context.Canceled", err)
+	}
+	for op, want := range map[string]float64{"ping": 1, "put_binding": 0, "delete_binding": 0} {
+		labels := map[string]string{"backend": "redis", "op": op}
+		if got := counter(t, reg, "sipwake_store_errors_total", labels); got != want {
+			t.Errorf("sipwake_store_errors_total%v = %v, want %v", labels, got, want)
+		}
+	}
+}
+
+// counter returns the value of the counter name with exactly labels.
+func counter(t *testing.T, g prometheus.Gatherer, name string, labels map[string]string) float64 {
+	t.Helper()
+	mfs, err := g.Gather()
+	if err != nil {
+		t.Fatalf("Gather: %v", err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() != name {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			if matches(m, labels) {
+				return m.GetCounter().GetValue()
+			}
+		}
+	}
+	t.Fatalf("metric %s%v not found", name, labels)
+	return 0
+}
+
+func matches(m *dto.Metric, labels map[string]string) bool {
+	if len(m.GetLabel()) != len(labels) {
+		return false
+	}
+	for _, l := range m.GetLabel() {
+		if labels[l.GetName()] != l.GetValue() {
+			return false
+		}
+	}
+	return true
+}
+
+func TestSlowSubscriberDropsAndCounts(t *testing.T) {
+	addr := storetest.StartRedis(t)
+	reg := prometheus.NewRegistry()
+	s, err := redis.Open(t.Context(), redis.Options{Addresses: []string{addr}, NodeID: "n", KeyPrefix: prefixFor(t), Registerer: reg})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if _, err := s.Subscribe(t.Context()); err != nil { // never read
+		t.Fatal(err)
+	}
+	const extra = 20
+	for range redis.SubscriberBuffer + extra {
+		b := storetest.Fixture("sip:slow@example.com", "d", "t", time.Hour)
+		if _, err := s.PutBinding(t.Context(), b, 0); err != nil {
+			t.Fatal(err)
+		}
+	}
+	labels := map[string]string{"backend": "redis"}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		got := counter(t, reg, "sipwake_store_events_dropped_total", labels)
+		if got == extra {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("dropped events counted %v, want %d", got, extra)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
