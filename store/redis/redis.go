@@ -85,6 +85,16 @@ func fail(what string, err error) error {
 
 func ms(t time.Time) int64 { return t.UnixMilli() }
 
+// afterWriteTimeout bounds the steps that follow a committed script (token
+// index, events).
+const afterWriteTimeout = 5 * time.Second
+
+// afterWrite returns the context for the steps that complete a change the
+// script has made: not cancelled with ctx, but bounded in time.
+func afterWrite(ctx context.Context) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(context.WithoutCancel(ctx), afterWriteTimeout)
+}
+
 // decode reads a binding's JSON; aor and instance are the raw values kept
 // beside it (JSON would rewrite invalid UTF-8).
 func decode(aor, instance, data string) (store.Binding, error) {
@@ -144,6 +154,10 @@ func (s *Store) PutBinding(ctx context.Context, b store.Binding, max int) (prev 
 			prev = &p
 		}
 	}
+	// The binding is stored: finish the token index and the events even if
+	// the caller gives up now.
+	ctx, cancel := afterWrite(ctx)
+	defer cancel()
 	if err := s.linkToken(ctx, b, bkey, now); err != nil {
 		return prev, fail("put binding", err)
 	}
@@ -209,6 +223,8 @@ func (s *Store) DeleteBinding(ctx context.Context, aor, instance string) (err er
 	if err != nil {
 		return fail("delete binding", err)
 	}
+	ctx, cancel := afterWrite(ctx)
+	defer cancel()
 	if len(res) == 1 {
 		if tok, _ := str(res[0]); tok != "" {
 			if err := unlinkTokenScript.Run(ctx, s.client, []string{s.keys.token(tok)}, bkey).Err(); err != nil {
@@ -230,6 +246,8 @@ func (s *Store) DeleteAOR(ctx context.Context, aor string) (n int, err error) {
 	if err != nil {
 		return 0, fail("delete aor", err)
 	}
+	ctx, cancel := afterWrite(ctx)
+	defer cancel()
 	var events []store.Event
 	for i := 0; i+1 < len(res); i += 2 {
 		inst, _ := str(res[i])
