@@ -48,9 +48,11 @@ func SelfSignedCert(t testing.TB, dir string, hosts ...string) (certFile, keyFil
 	for _, h := range hosts {
 		if ip := net.ParseIP(h); ip != nil {
 			tmpl.IPAddresses = append(tmpl.IPAddresses, ip)
-		} else {
-			tmpl.DNSNames = append(tmpl.DNSNames, h)
 		}
+		// IP literals also go in as DNS names: liblinphone's TLS stack
+		// (mbedtls via belle-sip) compares the host as a string with the
+		// DNS names and ignores IP address entries ("CN-mismatch").
+		tmpl.DNSNames = append(tmpl.DNSNames, h)
 	}
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
 	if err != nil {

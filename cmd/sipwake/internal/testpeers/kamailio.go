@@ -13,6 +13,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"sort"
+	"strconv"
 	"strings"
 	"testing"
 	"text/template"
@@ -39,6 +40,10 @@ type KamailioOptions struct {
 	Users map[string]string
 	// Domain is the SIP domain and digest realm (default DefaultDomain).
 	Domain string
+	// ListenIP is the loopback address Kamailio listens on (default
+	// 127.0.0.1); another one such as 127.0.0.2 lets a test tell the PBX's
+	// traffic from the devices' by source address.
+	ListenIP string
 	// NoCallerAuth turns off the 407 challenge of out-of-dialog requests
 	// from local users (REGISTER is always challenged).
 	NoCallerAuth bool
@@ -56,9 +61,11 @@ type KamailioOptions struct {
 
 // Kamailio is a running Kamailio "PBX" started by StartKamailio.
 type Kamailio struct {
-	// UDPAddr, TCPAddr and TLSAddr are "127.0.0.1:port" (TLSAddr is empty
-	// without TLS). UDP and TCP share one port.
+	// UDPAddr, TCPAddr and TLSAddr are "IP:port" (TLSAddr is empty without
+	// TLS). UDP and TCP share one port.
 	UDPAddr, TCPAddr, TLSAddr string
+	// IP is the loopback address Kamailio listens on.
+	IP string
 	// Domain is the SIP domain and digest realm.
 	Domain string
 	// Users maps user to password.
@@ -78,6 +85,7 @@ type Kamailio struct {
 
 // kamailioConfig is the data of testdata/kamailio/pbx.cfg.tmpl.
 type kamailioConfig struct {
+	IP                        string
 	UDPPort, TCPPort, TLSPort int
 	TLS, NoCallerAuth, Quiet  bool
 	Domain                    string
@@ -103,6 +111,10 @@ func StartKamailio(t testing.TB, opts KamailioOptions) *Kamailio {
 	if len(opts.Users) == 0 {
 		opts.Users = DefaultUsers
 	}
+	if opts.ListenIP == "" {
+		opts.ListenIP = Loopback
+	}
+	checkLoopback(t, opts.ListenIP)
 	if opts.Children <= 0 {
 		opts.Children = 2
 	}
@@ -123,6 +135,7 @@ func StartKamailio(t testing.TB, opts KamailioOptions) *Kamailio {
 
 	dir := t.TempDir()
 	k := &Kamailio{
+		IP:        opts.ListenIP,
 		Domain:    opts.Domain,
 		Users:     opts.Users,
 		Dir:       dir,
@@ -136,6 +149,7 @@ func StartKamailio(t testing.TB, opts KamailioOptions) *Kamailio {
 	writeFile(t, dbDir, "version", "table_name(string) table_version(int)\nhtable:2\n", 0o644)
 	writeFile(t, dbDir, "users", usersTable(t, opts.Users), 0o644)
 	cfg := kamailioConfig{
+		IP:             opts.ListenIP,
 		TLS:            opts.TLS,
 		NoCallerAuth:   opts.NoCallerAuth,
 		Quiet:          opts.Quiet,
@@ -148,7 +162,7 @@ func StartKamailio(t testing.TB, opts KamailioOptions) *Kamailio {
 		AuthFlags:      "0",
 	}
 	if opts.TLS {
-		k.CertFile, k.KeyFile = SelfSignedCert(t, dir, opts.Domain, "localhost", Loopback)
+		k.CertFile, k.KeyFile = SelfSignedCert(t, dir, opts.ListenIP, "localhost", opts.Domain)
 		cfg.TLSConfig = writeFile(t, dir, "tls.cfg", fmt.Sprintf(`# TLS profiles of the sipwake test PBX
 [server:default]
 method = TLSv1.2+
@@ -167,10 +181,10 @@ require_certificate = no
 
 	var lastErr error
 	for attempt := range 3 {
-		cfg.UDPPort = FreePort(t, "udp+tcp")
+		cfg.UDPPort = FreePortOn(t, opts.ListenIP, "udp+tcp")
 		cfg.TCPPort = cfg.UDPPort
 		if opts.TLS {
-			cfg.TLSPort = FreePort(t, "tcp")
+			cfg.TLSPort = FreePortOn(t, opts.ListenIP, "tcp")
 		}
 		var b strings.Builder
 		if err := tmpl.Execute(&b, cfg); err != nil {
@@ -180,9 +194,11 @@ require_certificate = no
 		if out, err := exec.Command("kamailio", "-c", "-f", cfgFile).CombinedOutput(); err != nil {
 			t.Fatalf("testpeers: kamailio -c rejects %s: %v\n%s", cfgFile, err, lastLines(string(out), 30))
 		}
-		k.UDPAddr, k.TCPAddr, k.TLSAddr = hostPort(cfg.UDPPort), hostPort(cfg.TCPPort), ""
+		k.UDPAddr = net.JoinHostPort(opts.ListenIP, strconv.Itoa(cfg.UDPPort))
+		k.TCPAddr = net.JoinHostPort(opts.ListenIP, strconv.Itoa(cfg.TCPPort))
+		k.TLSAddr = ""
 		if opts.TLS {
-			k.TLSAddr = hostPort(cfg.TLSPort)
+			k.TLSAddr = net.JoinHostPort(opts.ListenIP, strconv.Itoa(cfg.TLSPort))
 		}
 		lastErr = k.start(t, cfgFile, opts)
 		if lastErr == nil {

@@ -223,7 +223,7 @@ func StartSIPp(t testing.TB, ctx context.Context, opts SIPpOptions) (*SIPp, erro
 			network = "tcp"
 		}
 		poll(5*time.Second, 20*time.Millisecond, func() bool {
-			return p.exited() || listening(network, port)
+			return p.exited() || listening(Loopback, network, port)
 		})
 		if p.exited() && p.exitCode() != 0 && opts.LocalPort == 0 && bindFailed(s) {
 			lastErr = fmt.Errorf("sipp: bind collision on port %d", port)

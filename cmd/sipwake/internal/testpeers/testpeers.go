@@ -83,7 +83,13 @@ var (
 // starters retry with a new port when a bind fails.
 func FreePort(t testing.TB, network string) int {
 	t.Helper()
-	p, err := freePort(network, 1)
+	return FreePortOn(t, Loopback, network)
+}
+
+// FreePortOn is FreePort for another loopback address, such as 127.0.0.2.
+func FreePortOn(t testing.TB, ip, network string) int {
+	t.Helper()
+	p, err := freePort(ip, network, 1)
 	if err != nil {
 		t.Fatalf("testpeers: free %s port: %v", network, err)
 	}
@@ -94,14 +100,14 @@ func FreePort(t testing.TB, network string) int {
 // both UDP and TCP (baresip, for example, opens TLS on its SIP port + 1).
 func FreePortRange(t testing.TB, n int) int {
 	t.Helper()
-	p, err := freePort("udp+tcp", n)
+	p, err := freePort(Loopback, "udp+tcp", n)
 	if err != nil {
 		t.Fatalf("testpeers: free port range of %d: %v", n, err)
 	}
 	return p
 }
 
-func freePort(network string, n int) (int, error) {
+func freePort(ip, network string, n int) (int, error) {
 	needUDP := network == "udp" || network == "udp+tcp"
 	needTCP := network == "tcp" || network == "udp+tcp"
 	if !needUDP && !needTCP {
@@ -115,7 +121,7 @@ func freePort(network string, n int) (int, error) {
 	defer portsMu.Unlock()
 	var lastErr error
 	for range 100 {
-		base, err := probe(first, 0)
+		base, err := probe(ip, first, 0)
 		if err != nil {
 			lastErr = err
 			continue
@@ -127,11 +133,11 @@ func freePort(network string, n int) (int, error) {
 			case portsGiven[p]:
 				ok, lastErr = false, fmt.Errorf("port %d already handed out", p)
 			case needUDP && (i > 0 || first != "udp"):
-				_, lastErr = probe("udp", p)
+				_, lastErr = probe(ip, "udp", p)
 				ok = lastErr == nil
 			}
 			if ok && needTCP && (i > 0 || first != "tcp") {
-				_, lastErr = probe("tcp", p)
+				_, lastErr = probe(ip, "tcp", p)
 				ok = lastErr == nil
 			}
 		}
@@ -146,10 +152,10 @@ func freePort(network string, n int) (int, error) {
 	return 0, fmt.Errorf("no free port after 100 attempts: %w", lastErr)
 }
 
-// probe binds 127.0.0.1:port on network ("udp" or "tcp") and returns the
-// bound port.
-func probe(network string, port int) (int, error) {
-	addr := net.JoinHostPort(Loopback, strconv.Itoa(port))
+// probe binds ip:port on network ("udp" or "tcp") and returns the bound
+// port.
+func probe(ip, network string, port int) (int, error) {
+	addr := net.JoinHostPort(ip, strconv.Itoa(port))
 	switch network {
 	case "udp":
 		c, err := net.ListenPacket("udp4", addr)
@@ -172,6 +178,15 @@ func probe(network string, port int) (int, error) {
 
 // hostPort formats 127.0.0.1:port.
 func hostPort(port int) string { return net.JoinHostPort(Loopback, strconv.Itoa(port)) }
+
+// checkLoopback fails the test unless ip is an IPv4 loopback address: the
+// peers never listen on or send to anything else.
+func checkLoopback(t testing.TB, ip string) {
+	t.Helper()
+	if a := net.ParseIP(ip); a == nil || a.To4() == nil || !a.IsLoopback() {
+		t.Fatalf("testpeers: %q is not an IPv4 loopback address", ip)
+	}
+}
 
 // process is one peer child process, started in its own process group so
 // that Stop reaches the workers it forks (Kamailio) too.
@@ -314,9 +329,9 @@ func poll(timeout, interval time.Duration, fn func() bool) bool {
 	}
 }
 
-// listening reports whether something listens on 127.0.0.1:port (TCP) or
-// has bound it (UDP), read from /proc/net without touching the port.
-func listening(network string, port int) bool {
+// listening reports whether something listens on ip:port (TCP) or has
+// bound it (UDP), read from /proc/net without touching the port.
+func listening(ip, network string, port int) bool {
 	file := "/proc/net/udp"
 	state := "07" // UNCONN
 	if network == "tcp" {
@@ -326,7 +341,11 @@ func listening(network string, port int) bool {
 	if err != nil {
 		return false
 	}
-	want := fmt.Sprintf("0100007F:%04X", port)
+	a := net.ParseIP(ip).To4()
+	if a == nil {
+		return false
+	}
+	want := fmt.Sprintf("%02X%02X%02X%02X:%04X", a[3], a[2], a[1], a[0], port)
 	any := fmt.Sprintf("00000000:%04X", port)
 	for _, line := range strings.Split(string(b), "\n")[1:] {
 		f := strings.Fields(line)

@@ -273,3 +273,87 @@ func TestSIPpRegisterWaitOverTCP(t *testing.T) {
 		t.Errorf("device log = %q, want the INVITE to the registered contact with its push parameters", res.Log)
 	}
 }
+
+func TestBaresipRegister(t *testing.T) {
+	t.Parallel()
+	pbx := StartKamailio(t, KamailioOptions{TLS: true})
+	for _, tc := range []struct {
+		user, transport, proxy, ca string
+	}{
+		{"1001", "udp", pbx.UDPAddr, ""},
+		{"1002", "tls", pbx.TLSAddr, pbx.CertFile},
+	} {
+		b := StartBaresip(t, BaresipOptions{User: tc.user, Proxy: tc.proxy, Transport: tc.transport, TLSCA: tc.ca})
+		if err := b.WaitRegistered(10 * time.Second); err != nil {
+			t.Fatal(err)
+		}
+		cs := pbx.WaitContacts(t, tc.user, 1, 5*time.Second)
+		if !strings.Contains(cs[0].URI, "transport="+tc.transport) && tc.transport != "udp" {
+			t.Errorf("%s: contact %q, want transport=%s", tc.user, cs[0].URI, tc.transport)
+		}
+		if tc.transport == "tls" && !strings.HasPrefix(cs[0].Socket, "tls:") {
+			t.Errorf("%s: contact received on %q, want the TLS listener", tc.user, cs[0].Socket)
+		}
+		t.Logf("baresip %s over %s: %s", tc.user, tc.transport, strings.Join(pbx.Contacts(t, tc.user), " | "))
+	}
+}
+
+func TestLinphoneRegister(t *testing.T) {
+	t.Parallel()
+	pbx := StartKamailio(t, KamailioOptions{TLS: true})
+	l := StartLinphone(t, LinphoneOptions{
+		User:       "1003",
+		Proxy:      pbx.UDPAddr,
+		PushParams: "pn-provider=apns;pn-prid=lp-token-1003;pn-param=TEAM123456.org.linphone.phone.voip",
+	})
+	if err := l.WaitRegistered(10 * time.Second); err != nil {
+		t.Fatal(err)
+	}
+	c := pbx.WaitContacts(t, "1003", 1, 5*time.Second)[0]
+	if !strings.Contains(c.URI, "pn-prid=lp-token-1003") || c.Instance == "" {
+		t.Errorf("linphone contact %+v: want pn-prid in the URI and a +sip.instance", c)
+	}
+
+	lt := StartLinphone(t, LinphoneOptions{User: "1002", Proxy: pbx.TLSAddr, Transport: "tls", TLSCA: pbx.CertFile})
+	if err := lt.WaitRegistered(10 * time.Second); err != nil {
+		t.Fatal(err)
+	}
+	if c := pbx.WaitContacts(t, "1002", 1, 5*time.Second)[0]; !strings.HasPrefix(c.Socket, "tls:") {
+		t.Errorf("linphone TLS contact received on %q", c.Socket)
+	}
+}
+
+func TestBaresipCallsLinphone(t *testing.T) {
+	t.Parallel()
+	pbx := StartKamailio(t, KamailioOptions{})
+	b := StartBaresip(t, BaresipOptions{User: "1001", Proxy: pbx.UDPAddr})
+	l := StartLinphone(t, LinphoneOptions{User: "1003", Proxy: pbx.UDPAddr, AutoAnswer: true})
+	if err := b.WaitRegistered(10 * time.Second); err != nil {
+		t.Fatal(err)
+	}
+	if err := l.WaitRegistered(10 * time.Second); err != nil {
+		t.Fatal(err)
+	}
+
+	if err := b.Dial("sip:1003@" + pbx.Domain); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.WaitEvent("CALL_ESTABLISHED", 10*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := l.WaitEvent("LinphoneCallStreamsRunning", 5*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	if st, err := l.CallStatus(); err != nil || st != "LinphoneCallStreamsRunning" {
+		t.Errorf("linphone call status = %q, %v", st, err)
+	}
+	if err := b.Hangup(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.WaitEvent("CALL_CLOSED", 5*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := l.WaitEvent("LinphoneCallEnd", 5*time.Second); err != nil {
+		t.Fatal(err)
+	}
+}
