@@ -115,7 +115,7 @@ func (s *Server) serveFinal(ctx context.Context, r *Request) {
 		r.Respond(404, "Not Found")
 		return
 	}
-	if t, ok := s.UpstreamTarget(); ok && s.servesDomain(req.Recipient.Host) {
+	if t, ok := s.UpstreamTarget(); ok && s.ServesDomain(req.Recipient.Host) {
 		r.Forward(ctx, ForwardOptions{Target: t})
 		return
 	}
@@ -123,7 +123,9 @@ func (s *Server) serveFinal(ctx context.Context, r *Request) {
 	r.Respond(403, "Relaying Denied")
 }
 
-func (s *Server) servesDomain(host string) bool {
+// ServesDomain reports whether host is one of the PBX's domains
+// (upstream.domains).
+func (s *Server) ServesDomain(host string) bool {
 	_, ok := s.domains[strings.ToLower(strings.Trim(host, "[]"))]
 	return ok
 }

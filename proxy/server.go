@@ -492,7 +492,13 @@ func (s *Server) onRequest(req *sip.Request, tx *sip.ServerTx) {
 	}
 	s.metrics.request(req.Method, dirIn)
 	r.Trusted = s.trusted(r.Source)
-	ctx := sip.ServerTransactionContext(tx)
+	// The context ends with the transaction (sipgo's own helper cancels
+	// at once when registration succeeds, so it is not used).
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	if !tx.OnTerminate(func(string, error) { cancel() }) {
+		cancel()
+	}
 	s.dispatch(ctx, r)
 	if req.IsAck() {
 		tx.Terminate()

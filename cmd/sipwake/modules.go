@@ -1,0 +1,40 @@
+package main
+
+import (
+	"github.com/prometheus/client_golang/prometheus"
+	"go.uber.org/zap"
+
+	"github.com/sipwake/sipwake/proxy"
+	"github.com/sipwake/sipwake/registrar"
+	"github.com/sipwake/sipwake/store"
+)
+
+// buildModules returns THE ordered chain of modules, outermost first. The
+// forwarder (proxy) is the implicit last link. A module may rely on the
+// ones before it, never on those after it.
+func buildModules(cfg *Config, srv *proxy.Server, st store.Store, log *zap.Logger, reg prometheus.Registerer) ([]proxy.Module, error) {
+	reg2, err := registrar.New(registrar.Config{
+		Mode:              registrar.Mode(cfg.Registrar.Mode),
+		MinExpires:        cfg.Registrar.MinExpires,
+		MaxExpires:        cfg.Registrar.MaxExpires,
+		DefaultExpires:    cfg.Registrar.DefaultExpires,
+		MaxBindingsPerAOR: cfg.Registrar.MaxBindingsPerAOR,
+		Path:              cfg.Upstream.Path,
+		NodeID:            cfg.NodeID,
+	}, st, log.Named("registrar"), reg)
+	if err != nil {
+		return nil, err
+	}
+	return []proxy.Module{
+		// 1. sanity: first, so nothing after it sees a request that is
+		// malformed for a proxy (RFC 3261 §16.3), and so that draining
+		// refuses new work before any module starts on it.
+		proxy.NewSanity(srv),
+		// 2. registrar: REGISTERs end here (relayed to the PBX by the
+		// registrar itself); requests for a sipwake contact are resolved
+		// to their device for the modules after it and the forwarder.
+		reg2,
+		// The forwarder follows: device → PBX, PBX → resolved device,
+		// in-dialog along our route set; anything else 403/404.
+	}, nil
+}

@@ -1,0 +1,193 @@
+package main
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"go.uber.org/zap"
+
+	"github.com/sipwake/sipwake/proxy"
+	"github.com/sipwake/sipwake/store"
+	"github.com/sipwake/sipwake/store/embedded"
+	redisstore "github.com/sipwake/sipwake/store/redis"
+)
+
+// runServe runs the daemon until ctx ends (SIGTERM/SIGINT), then drains:
+// readiness and OPTIONS turn 503, new out-of-dialog requests get 503 with
+// Retry-After, transactions in flight finish (up to drain.timeout), and
+// everything stops.
+func runServe(ctx context.Context, cfg *Config, log *zap.Logger, level zap.AtomicLevel) error {
+	ctx, stop := signal.NotifyContext(ctx, syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
+	_ = level // the admin API (log level changes) arrives with the admin listener
+	reg := newRegistry()
+	ops, err := newOpsServer(cfg.Ops.Listen, reg, log.Named("ops"))
+	if err != nil {
+		return err
+	}
+	if err := ops.Start(ctx); err != nil {
+		return fmt.Errorf("ops: %w", err)
+	}
+	defer shutdown(ops.Shutdown, 5*time.Second)
+
+	st, err := openStore(ctx, cfg, log, reg)
+	if err != nil {
+		return unavailable(err)
+	}
+	defer func() {
+		if err := st.Close(); err != nil {
+			log.Warn("store not closed cleanly", zap.Error(err))
+		}
+	}()
+
+	pcfg, err := proxyConfig(cfg, log, reg)
+	if err != nil {
+		return err
+	}
+	srv, err := proxy.New(pcfg)
+	if err != nil {
+		return err
+	}
+	mods, err := buildModules(cfg, srv, st, log, reg)
+	if err != nil {
+		return err
+	}
+	srv.Use(mods...)
+	ops.AddCheck(namedCheck{Name: "store", Check: st.Ping})
+	ops.AddCheck(namedCheck{Name: "sip", Check: func(context.Context) error { return srv.Ready() }})
+	if err := srv.Start(ctx); err != nil {
+		return err
+	}
+	ops.SetStarted()
+	if hook, ok := ctx.Value(serveHookKey{}).(func(*daemon)); ok {
+		hook(&daemon{srv: srv, store: st, ops: ops})
+	}
+	log.Info("sipwake started", zap.String("node", cfg.NodeID), zap.String("store", cfg.Store.Driver),
+		zap.String("upstream", cfg.Upstream.URI), zap.String("ops", ops.Addr().String()))
+
+	<-ctx.Done()
+	log.Info("draining", zap.Duration("delay", cfg.Drain.Delay), zap.Duration("timeout", cfg.Drain.Timeout))
+	ops.SetDraining(true)
+	dctx, cancel := context.WithTimeout(context.Background(), cfg.Drain.Timeout)
+	defer cancel()
+	drained := make(chan error, 1)
+	go func() { drained <- srv.Drain(dctx) }()
+	select {
+	case <-time.After(cfg.Drain.Delay):
+	case <-dctx.Done():
+	}
+	if err := <-drained; err != nil {
+		log.Warn("drain timed out; stopping with transactions in flight", zap.Error(err))
+	}
+	sctx, scancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer scancel()
+	if err := srv.Stop(sctx); err != nil {
+		log.Warn("sip stop", zap.Error(err))
+	}
+	log.Info("stopped")
+	return nil
+}
+
+// daemon is what a running serve holds; tests reach it through
+// serveStarted.
+type daemon struct {
+	srv   *proxy.Server
+	store store.Store
+	ops   *opsServer
+}
+
+// serveHookKey keys a func(*daemon) in the context of runServe, called
+// once the daemon serves (tests only).
+type serveHookKey struct{}
+
+func shutdown(f func(context.Context) error, d time.Duration) {
+	ctx, cancel := context.WithTimeout(context.Background(), d)
+	defer cancel()
+	_ = f(ctx)
+}
+
+// openStore opens the configured backend; an unreachable backend is exit
+// status 2.
+func openStore(ctx context.Context, cfg *Config, log *zap.Logger, reg prometheus.Registerer) (store.Store, error) {
+	octx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	switch cfg.Store.Driver {
+	case "redis":
+		opt := redisstore.Options{
+			Addresses:      cfg.Store.Redis.Addresses,
+			Username:       cfg.Store.Redis.Username,
+			DB:             cfg.Store.Redis.DB,
+			SentinelMaster: cfg.Store.Redis.SentinelMaster,
+			KeyPrefix:      cfg.Store.Redis.KeyPrefix,
+			NodeID:         cfg.NodeID,
+			Registerer:     reg,
+		}
+		if cfg.Store.Redis.PasswordFile != "" {
+			pw, err := readSecret(cfg.Store.Redis.PasswordFile)
+			if err != nil {
+				return nil, fmt.Errorf("store.redis.password_file: %w", err)
+			}
+			opt.Password = pw
+		}
+		if cfg.Store.Redis.TLS {
+			opt.TLS = &tls.Config{MinVersion: tls.VersionTLS12}
+		}
+		st, err := redisstore.Open(octx, opt)
+		if err != nil {
+			return nil, fmt.Errorf("store: %w", err)
+		}
+		return st, nil
+	default:
+		st, err := embedded.Open(octx, embedded.Options{Path: cfg.Store.Embedded.Path, NodeID: cfg.NodeID, Registerer: reg})
+		if err != nil {
+			return nil, fmt.Errorf("store: %w", err)
+		}
+		return st, nil
+	}
+}
+
+// readSecret reads the first line of a secret file.
+func readSecret(path string) (string, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return "", err
+	}
+	line, _, _ := strings.Cut(string(b), "\n")
+	return strings.TrimSpace(line), nil
+}
+
+// proxyConfig maps the sip.* and upstream.* keys onto the proxy.
+func proxyConfig(cfg *Config, log *zap.Logger, reg prometheus.Registerer) (proxy.Config, error) {
+	pc := proxy.Config{
+		NodeID:          cfg.NodeID,
+		Advertise:       cfg.SIP.Advertise,
+		TrustedSources:  cfg.TrustedPrefixes(),
+		Upstream:        cfg.Upstream.URI,
+		UpstreamDomains: cfg.Upstream.Domains,
+		MaxMessageBytes: cfg.SIP.MaxMessageBytes,
+		Logger:          log.Named("proxy"),
+		Registerer:      reg,
+	}
+	for _, l := range cfg.ListenURLs() {
+		pc.Listen = append(pc.Listen, proxy.Listen{Network: l.Network, Addr: l.Addr})
+		if l.Network == "tls" && pc.TLS == nil {
+			cert, err := tls.LoadX509KeyPair(cfg.SIP.TLS.CertFile, cfg.SIP.TLS.KeyFile)
+			if err != nil {
+				return pc, fmt.Errorf("sip.tls: %w", err)
+			}
+			pc.TLS = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: cfg.TLSMinVersion()}
+		}
+	}
+	if len(pc.Listen) == 0 {
+		return pc, errors.New("sip.listen: no listener")
+	}
+	return pc, nil
+}

@@ -1,0 +1,449 @@
+package registrar
+
+import (
+	"context"
+	"errors"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/emiago/sipgo/sip"
+	"go.uber.org/zap"
+
+	"github.com/sipwake/sipwake/proxy"
+	"github.com/sipwake/sipwake/store"
+)
+
+// Wrap implements proxy.Module: REGISTERs are handled here, requests to a
+// sipwake contact are resolved to their device, the rest goes on.
+func (r *Registrar) Wrap(next proxy.Handler) proxy.Handler {
+	return proxy.HandlerFunc(func(ctx context.Context, req *proxy.Request) {
+		if req.Msg.Method == sip.REGISTER && !req.InDialog() {
+			r.register(ctx, req)
+			return
+		}
+		if req.Target == nil && req.Msg.Recipient.User != "" && req.Server().IsOwnURI(&req.Msg.Recipient) {
+			if !r.resolveContact(ctx, req) {
+				return
+			}
+		}
+		next.ServeSIP(ctx, req)
+	})
+}
+
+// resolveContact turns a request for a sipwake contact into a request for
+// the device behind it. It answers and returns false when it cannot.
+func (r *Registrar) resolveContact(ctx context.Context, req *proxy.Request) bool {
+	if !req.Trusted {
+		req.Log().Info("request refused", zap.String("reason", "untrusted source towards a device"))
+		req.Respond(403, "Forbidden")
+		return false
+	}
+	b, err := r.store.BindingByToken(ctx, req.Msg.Recipient.User)
+	switch {
+	case errors.Is(err, store.ErrNotFound):
+		req.Respond(404, "Not Found")
+		return false
+	case err != nil:
+		req.Log().Warn("binding lookup failed", zap.Error(err))
+		req.Respond(503, "Service Unavailable", sip.NewHeader("Retry-After", "5"))
+		return false
+	}
+	var u sip.Uri
+	if err := sip.ParseUri(b.Contact, &u); err != nil {
+		req.Log().Warn("stored contact unusable", proxy.AOR(b.AOR), zap.Error(err))
+		req.Respond(480, "Temporarily Unavailable")
+		return false
+	}
+	req.Target = &proxy.Target{URI: &u, Dest: b.Source, Transport: b.Transport, Flow: true, Device: true}
+	return true
+}
+
+// regState is what one REGISTER transaction needs to remember between the
+// request and the PBX's answer.
+type regState struct {
+	aor       string
+	contact   *sip.ContactHeader // the device's Contact as sent
+	clean     sip.Uri            // device contact without push parameters
+	push      *store.PushTarget
+	query     bool
+	identity  string
+	token     string
+	prev      *store.Binding
+	requested time.Duration
+	star      bool
+}
+
+// register relays a device REGISTER to the PBX (pass-through mode).
+func (r *Registrar) register(ctx context.Context, req *proxy.Request) {
+	start := time.Now()
+	t, ok := req.Server().UpstreamTarget()
+	if !ok {
+		r.metrics.result("error")
+		req.Respond(503, "Service Unavailable", sip.NewHeader("Warning", `399 sipwake "no upstream registrar configured"`))
+		return
+	}
+	if !req.Server().ServesDomain(req.Msg.Recipient.Host) {
+		r.metrics.result("rejected")
+		req.Log().Info("register refused", zap.String("reason", "domain not served"), zap.String(proxy.FieldDst, req.Msg.Recipient.Host))
+		req.Respond(403, "Forbidden (domain not served here)")
+		return
+	}
+	st, code, reason := r.parseRegister(ctx, req)
+	if code != 0 {
+		r.metrics.result(resultFor(code))
+		hdrs := []sip.Header{}
+		if code == 555 || st.query {
+			hdrs = append(hdrs, sip.NewHeader("Feature-Caps", FeatureCaps(SupportedProviders(), 0)))
+		}
+		if code == 423 {
+			hdrs = append(hdrs, sip.NewHeader("Min-Expires", strconv.Itoa(int(r.cfg.MinExpires.Seconds()))))
+		}
+		req.Log().Info("register refused", proxy.AOR(st.aor), proxy.Status(code), zap.String("reason", reason))
+		req.Respond(code, reason, hdrs...)
+		return
+	}
+	req.Forward(ctx, proxy.ForwardOptions{
+		Target:        t,
+		NoRecordRoute: true,
+		Prepare:       func(out *sip.Request) error { return r.prepareUpstream(req, out, st) },
+		OnResponse:    func(res *sip.Response) *sip.Response { return r.onResponse(ctx, req, st, res, start) },
+	})
+}
+
+// parseRegister validates the REGISTER and works out the binding it
+// concerns. A non-zero code is the answer to send instead of forwarding.
+func (r *Registrar) parseRegister(ctx context.Context, req *proxy.Request) (*regState, int, string) {
+	st := &regState{}
+	aor, err := NormalizeAOR(req.Msg.To().Address)
+	if err != nil {
+		return st, 400, "Bad Request (address of record)"
+	}
+	st.aor = aor
+	contacts := req.Msg.GetHeaders("Contact")
+	switch {
+	case len(contacts) == 0:
+		return st, 0, "" // a query: relayed, answer translated
+	case len(contacts) > 1:
+		return st, 400, "Bad Request (one Contact per REGISTER)"
+	}
+	c, ok := contacts[0].(*sip.ContactHeader)
+	if !ok {
+		return st, 400, "Bad Request (Contact)"
+	}
+	if c.Address.Wildcard || c.Address.Host == "*" || strings.TrimSpace(c.Value()) == "*" {
+		if exp := req.Msg.GetHeader("Expires"); exp == nil || strings.TrimSpace(exp.Value()) != "0" {
+			return st, 400, "Bad Request (Contact * needs Expires: 0)"
+		}
+		st.star = true
+		return st, 0, ""
+	}
+	switch strings.ToLower(c.Address.Scheme) {
+	case "sip", "sips":
+	default:
+		return st, 400, "Bad Request (contact scheme)"
+	}
+	st.contact = c
+	push, query, err := ParsePush(c.Address.UriParams, c.Params)
+	if err != nil {
+		code, reason := StatusFor(err)
+		return st, code, reason
+	}
+	st.push, st.query = push, query
+	st.clean = *c.Address.Clone()
+	st.clean.UriParams = StripPush(st.clean.UriParams)
+	st.clean.Headers = nil
+
+	st.requested = r.cfg.DefaultExpires
+	if v, ok := c.Params.Get("expires"); ok {
+		n, err := strconv.ParseUint(strings.TrimSpace(v), 10, 32)
+		if err != nil {
+			return st, 400, "Bad Request (expires)"
+		}
+		st.requested = time.Duration(n) * time.Second
+	} else if h := req.Msg.GetHeader("Expires"); h != nil {
+		n, err := strconv.ParseUint(strings.TrimSpace(h.Value()), 10, 32)
+		if err != nil {
+			return st, 400, "Bad Request (Expires)"
+		}
+		st.requested = time.Duration(n) * time.Second
+	}
+	if st.requested > 0 && st.requested < r.cfg.MinExpires {
+		return st, 423, "Interval Too Brief"
+	}
+	if st.requested > r.cfg.MaxExpires {
+		st.requested = r.cfg.MaxExpires
+	}
+
+	instance, _ := c.Params.Get("+sip.instance")
+	st.identity = DeviceIdentity(instance, push, st.clean)
+	existing, err := r.store.Bindings(ctx, aor)
+	if err != nil {
+		req.Log().Warn("binding lookup failed", proxy.AOR(aor), zap.Error(err))
+		return st, 503, "Service Unavailable"
+	}
+	callID := req.Msg.CallID().Value()
+	for i := range existing {
+		b := &existing[i]
+		if b.Instance == st.identity {
+			st.prev = b
+			break
+		}
+	}
+	if st.prev == nil {
+		// The same registration (Call-ID) from a device that changed its
+		// token or address without an instance id: replace, not add.
+		for i := range existing {
+			if existing[i].Upstream.CallID == callID {
+				st.prev = &existing[i]
+				break
+			}
+		}
+	}
+	if st.prev != nil {
+		st.token = st.prev.Token
+	} else {
+		if st.requested > 0 && len(existing) >= r.cfg.MaxBindingsPerAOR {
+			return st, 403, "Forbidden (too many devices registered)"
+		}
+		st.token = NewBindingToken()
+	}
+	return st, 0, ""
+}
+
+// prepareUpstream turns the relayed copy into what the PBX may see: our
+// contact instead of the device's, no push parameter, a Path, Feature-Caps.
+func (r *Registrar) prepareUpstream(req *proxy.Request, out *sip.Request, st *regState) error {
+	srv := req.Server()
+	if st.contact != nil {
+		u, err := srv.ContactURI(req.Transport, st.token)
+		if err != nil {
+			return err
+		}
+		if up, ok := srv.UpstreamTarget(); ok {
+			// The PBX reaches us over the transport of its own leg.
+			if u2, err := srv.ContactURI(up.Transport, st.token); err == nil {
+				u = u2
+			}
+		}
+		params := sip.NewParams()
+		for _, kv := range st.contact.Params {
+			switch strings.ToLower(kv.K) {
+			case "expires", "q", "+sip.instance":
+				params.Add(kv.K, kv.V)
+			}
+		}
+		if st.requested != r.cfg.DefaultExpires || params.Has("expires") {
+			params.Add("expires", strconv.Itoa(int(st.requested.Seconds())))
+		}
+		for out.RemoveHeader("Contact") {
+		}
+		out.AppendHeader(&sip.ContactHeader{Address: u, Params: params})
+		if st.requested == 0 {
+			params.Add("expires", "0")
+		}
+	}
+	if r.cfg.Path {
+		if up, ok := srv.UpstreamTarget(); ok {
+			if p, err := srv.PathURI(up.Transport); err == nil {
+				out.PrependHeader(sip.NewHeader("Path", "<"+p.String()+">"))
+			}
+		}
+	}
+	if st.push != nil {
+		out.AppendHeader(sip.NewHeader("Feature-Caps", FeatureCaps([]string{st.push.Provider}, 0)))
+	}
+	return nil
+}
+
+// onResponse stores the binding when the PBX accepted the REGISTER and
+// gives the device back its own Contact.
+func (r *Registrar) onResponse(ctx context.Context, req *proxy.Request, st *regState, res *sip.Response, start time.Time) *sip.Response {
+	if !res.IsSuccess() {
+		if res.StatusCode >= 200 {
+			switch res.StatusCode {
+			case 401, 407:
+				r.metrics.result("challenged")
+			default:
+				r.metrics.result("rejected")
+			}
+		}
+		return res
+	}
+	log := req.Log()
+	switch {
+	case st.star:
+		n, err := r.store.DeleteAOR(ctx, st.aor)
+		if err != nil {
+			log.Warn("bindings not removed", proxy.AOR(st.aor), zap.Error(err))
+		}
+		r.metrics.result("removed")
+		log.Info("bindings removed", proxy.AOR(st.aor), zap.Int("count", n))
+		return r.translateContacts(ctx, st, res)
+	case st.contact == nil:
+		r.metrics.result("query")
+		return r.translateContacts(ctx, st, res)
+	}
+	granted := r.grantedExpiry(res, st)
+	if granted <= 0 {
+		if st.prev != nil {
+			if err := r.store.DeleteBinding(ctx, st.aor, st.prev.Instance); err != nil && !errors.Is(err, store.ErrNotFound) {
+				log.Warn("binding not removed", proxy.AOR(st.aor), zap.Error(err))
+			}
+		}
+		r.metrics.result("removed")
+		log.Info("binding removed", proxy.AOR(st.aor), zap.String(proxy.FieldInstance, maskIdentity(st.identity)))
+		return r.translateContacts(ctx, st, res)
+	}
+	now := time.Now()
+	instance, _ := st.contact.Params.Get("+sip.instance")
+	regID := 0
+	if v, ok := st.contact.Params.Get("reg-id"); ok {
+		regID, _ = strconv.Atoi(v)
+	}
+	b := store.Binding{
+		AOR:         st.aor,
+		Instance:    st.identity,
+		SIPInstance: strings.Trim(instance, `"<>`),
+		RegID:       regID,
+		Contact:     st.clean.String(),
+		Source:      req.Source,
+		Transport:   strings.ToLower(req.Transport),
+		Flow:        store.Flow{Node: r.cfg.NodeID, Conn: req.Source},
+		Push:        st.push,
+		Token:       st.token,
+		Expires:     now.Add(granted),
+		Upstream:    store.Upstream{CallID: req.Msg.CallID().Value(), CSeq: req.Msg.CSeq().SeqNo, Expires: now.Add(granted)},
+		UserAgent:   headerValue(req.Msg, "User-Agent"),
+		LastSeen:    now,
+	}
+	if _, err := r.store.PutBinding(ctx, b, r.cfg.MaxBindingsPerAOR); err != nil {
+		r.metrics.result("error")
+		log.Warn("binding not stored", proxy.AOR(st.aor), zap.Error(err))
+		code, reason := 500, "Server Internal Error"
+		if errors.Is(err, store.ErrTooManyBindings) {
+			code, reason = 403, "Forbidden (too many devices registered)"
+		}
+		return sip.NewResponseFromRequest(req.Msg, code, reason, nil)
+	}
+	if st.prev != nil && st.prev.Instance != st.identity {
+		_ = r.store.DeleteBinding(ctx, st.aor, st.prev.Instance)
+	}
+	r.metrics.result("ok")
+	fields := []zap.Field{proxy.AOR(st.aor), zap.String(proxy.FieldInstance, maskIdentity(st.identity)),
+		zap.Float64("expires", granted.Seconds()), zap.Float64(proxy.FieldDuration, time.Since(start).Seconds())}
+	if st.push != nil {
+		fields = append(fields, zap.String(proxy.FieldPNProvider, st.push.Provider), proxy.PNToken(st.push.Token))
+	}
+	log.Info("binding stored", fields...)
+	out := r.translateContacts(ctx, st, res)
+	caps := FeatureCaps(SupportedProviders(), 0)
+	if st.push != nil {
+		caps = FeatureCaps([]string{st.push.Provider}, granted)
+	}
+	out.AppendHeader(sip.NewHeader("Feature-Caps", caps))
+	return out
+}
+
+// grantedExpiry reads the expiry the PBX granted to our contact.
+func (r *Registrar) grantedExpiry(res *sip.Response, st *regState) time.Duration {
+	for _, h := range res.GetHeaders("Contact") {
+		c, ok := h.(*sip.ContactHeader)
+		if !ok || c.Address.User != st.token {
+			continue
+		}
+		if v, ok := c.Params.Get("expires"); ok {
+			if n, err := strconv.Atoi(strings.TrimSpace(v)); err == nil {
+				return time.Duration(n) * time.Second
+			}
+		}
+		if h := res.GetHeader("Expires"); h != nil {
+			if n, err := strconv.Atoi(strings.TrimSpace(h.Value())); err == nil {
+				return time.Duration(n) * time.Second
+			}
+		}
+		return st.requested
+	}
+	// The PBX did not list our contact: it is not registered there.
+	return 0
+}
+
+// translateContacts replaces sipwake contacts in a REGISTER 2xx by the
+// devices' own contacts, so a device never learns other devices' tokens
+// and sees its own Contact as it sent it.
+func (r *Registrar) translateContacts(ctx context.Context, st *regState, res *sip.Response) *sip.Response {
+	hs := res.GetHeaders("Contact")
+	if len(hs) == 0 {
+		return res
+	}
+	var byToken map[string]store.Binding
+	out := res.Clone()
+	for out.RemoveHeader("Contact") {
+	}
+	for _, h := range hs {
+		c, ok := h.(*sip.ContactHeader)
+		if !ok {
+			out.AppendHeader(h)
+			continue
+		}
+		if st.contact != nil && c.Address.User == st.token {
+			own := st.contact.Clone()
+			if v, ok := c.Params.Get("expires"); ok {
+				own.Params.Add("expires", v)
+			}
+			out.AppendHeader(own)
+			continue
+		}
+		if byToken == nil {
+			byToken = map[string]store.Binding{}
+			if bs, err := r.store.Bindings(ctx, st.aor); err == nil {
+				for _, b := range bs {
+					byToken[b.Token] = b
+				}
+			}
+		}
+		if b, ok := byToken[c.Address.User]; ok && c.Address.User != "" {
+			var u sip.Uri
+			if err := sip.ParseUri(b.Contact, &u); err == nil {
+				p := sip.NewParams()
+				if v, ok := c.Params.Get("expires"); ok {
+					p.Add("expires", v)
+				}
+				out.AppendHeader(&sip.ContactHeader{Address: u, Params: p})
+				continue
+			}
+		}
+		out.AppendHeader(c)
+	}
+	return out
+}
+
+func headerValue(m *sip.Request, name string) string {
+	if h := m.GetHeader(name); h != nil {
+		return h.Value()
+	}
+	return ""
+}
+
+// maskIdentity keeps device identities that embed a push token out of the
+// logs in full.
+func maskIdentity(id string) string {
+	if strings.HasPrefix(id, "contact:") || strings.HasPrefix(id, "urn:") || strings.HasPrefix(id, "<urn:") {
+		return id
+	}
+	return proxy.Mask(id)
+}
+
+func resultFor(code int) string {
+	switch code {
+	case 555:
+		return "unsupported_provider"
+	case 423:
+		return "interval_too_brief"
+	case 400:
+		return "bad_request"
+	case 403:
+		return "too_many_bindings"
+	}
+	return "error"
+}
