@@ -333,6 +333,10 @@ func LoadConfig(path string, env []string) (*Config, error) {
 		v.SetConfigFile(path)
 		v.SetConfigType("yaml")
 		if err := v.ReadInConfig(); err != nil {
+			var pe viper.ConfigParseError
+			if errors.As(err, &pe) {
+				err = pe.Unwrap() // drop viper's capitalised "While parsing config:" prefix
+			}
 			return nil, fmt.Errorf("config %s: %w", path, err)
 		}
 	}

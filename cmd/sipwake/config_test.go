@@ -286,9 +286,10 @@ func TestLoadConfigFileErrors(t *testing.T) {
 		}
 	})
 	t.Run("YAML syntax error", func(t *testing.T) {
-		_, err := LoadConfig(writeFile(t, "c.yaml", "sip: [unclosed\n"), noEnv)
-		if err == nil {
-			t.Fatal("LoadConfig accepted broken YAML")
+		p := writeFile(t, "c.yaml", "sip: [unclosed\n")
+		_, err := LoadConfig(p, noEnv)
+		if err == nil || !strings.HasPrefix(err.Error(), "config "+p+": yaml: line 1: ") {
+			t.Fatalf("got %v, want config %s: yaml: line 1: ...", err, p)
 		}
 	})
 	t.Run("empty file is defaults", func(t *testing.T) {
