@@ -229,19 +229,17 @@ func (r *Registrar) prepareUpstream(req *proxy.Request, out *sip.Request, st *re
 		params := sip.NewParams()
 		for _, kv := range st.contact.Params {
 			switch strings.ToLower(kv.K) {
-			case "expires", "q", "+sip.instance":
+			case "q", "+sip.instance":
 				params.Add(kv.K, kv.V)
 			}
 		}
-		if st.requested != r.cfg.DefaultExpires || params.Has("expires") {
-			params.Add("expires", strconv.Itoa(int(st.requested.Seconds())))
-		}
+		// The expiry asked for, clamped to registrar.max_expires; the PBX
+		// may grant less, and that is what the device is told.
+		params.Add("expires", strconv.Itoa(int(st.requested.Seconds())))
 		for out.RemoveHeader("Contact") {
 		}
 		out.AppendHeader(&sip.ContactHeader{Address: u, Params: params})
-		if st.requested == 0 {
-			params.Add("expires", "0")
-		}
+		out.RemoveHeader("Expires")
 	}
 	if r.cfg.Path {
 		if up, ok := srv.UpstreamTarget(); ok {
