@@ -127,8 +127,8 @@ func StartBaresip(t testing.TB, opts BaresipOptions) *Baresip {
 	default:
 		t.Fatalf("testpeers: baresip: unsupported transport %q", opts.Transport)
 	}
-	if opts.Proxy == "" {
-		t.Fatalf("testpeers: baresip: no proxy")
+	if err := loopbackAddr(opts.Proxy); err != nil {
+		t.Fatalf("testpeers: baresip: proxy: %v", err)
 	}
 	if strings.ContainsAny(opts.User+opts.Password+opts.Domain+opts.Proxy, "\";<>\r\n ") {
 		t.Fatalf("testpeers: baresip: user, password, domain and proxy must not contain quotes, ';', '<', '>' or spaces")

@@ -191,7 +191,11 @@ require_certificate = no
 			t.Fatalf("testpeers: render kamailio.cfg: %v", err)
 		}
 		cfgFile := writeFile(t, dir, "kamailio.cfg", b.String(), 0o644)
-		if out, err := exec.Command("kamailio", "-c", "-f", cfgFile).CombinedOutput(); err != nil {
+		kam, err := binPath("kamailio")
+		if err != nil {
+			t.Fatalf("testpeers: %v", err)
+		}
+		if out, err := exec.Command(kam, "-c", "-f", cfgFile).CombinedOutput(); err != nil {
 			t.Fatalf("testpeers: kamailio -c rejects %s: %v\n%s", cfgFile, err, lastLines(string(out), 30))
 		}
 		k.UDPAddr = net.JoinHostPort(opts.ListenIP, strconv.Itoa(cfg.UDPPort))
@@ -328,8 +332,12 @@ func (k *Kamailio) RPC(t testing.TB, cmd ...string) string {
 func (k *Kamailio) rpc(cmd ...string) (string, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
+	kamcmd, err := binPath("kamcmd")
+	if err != nil {
+		return "", err
+	}
 	args := append([]string{"-s", k.CtlSocket}, cmd...)
-	out, err := exec.CommandContext(ctx, "kamcmd", args...).CombinedOutput()
+	out, err := exec.CommandContext(ctx, kamcmd, args...).CombinedOutput()
 	return string(out), err
 }
 

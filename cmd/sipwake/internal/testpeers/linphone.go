@@ -111,8 +111,8 @@ func StartLinphone(t testing.TB, opts LinphoneOptions) *Linphone {
 	if opts.StartTimeout <= 0 {
 		opts.StartTimeout = 15 * time.Second
 	}
-	if opts.Proxy == "" {
-		t.Fatalf("testpeers: linphone: no proxy")
+	if err := loopbackAddr(opts.Proxy); err != nil {
+		t.Fatalf("testpeers: linphone: proxy: %v", err)
 	}
 	if strings.ContainsAny(opts.User+opts.Password+opts.Domain+opts.Proxy+opts.PushParams+opts.ContactParams, "\r\n") {
 		t.Fatalf("testpeers: linphone: options must not contain line breaks")

@@ -164,6 +164,11 @@ func StartSIPp(t testing.TB, ctx context.Context, opts SIPpOptions) (*SIPp, erro
 	if opts.Scenario == "" {
 		return nil, errors.New("sipp: no scenario")
 	}
+	if opts.Remote != "" {
+		if err := loopbackAddr(opts.Remote); err != nil {
+			return nil, fmt.Errorf("sipp: %w", err)
+		}
+	}
 	if opts.Transport == "" {
 		opts.Transport = "u1"
 	}

@@ -47,7 +47,7 @@ func Require(t testing.TB, bins ...string) {
 	t.Helper()
 	var missing, pkgs []string
 	for _, b := range bins {
-		if _, err := exec.LookPath(b); err == nil {
+		if _, err := binPath(b); err == nil {
 			continue
 		}
 		missing = append(missing, b)
@@ -60,12 +60,30 @@ func Require(t testing.TB, bins ...string) {
 	if len(missing) == 0 {
 		return
 	}
-	msg := fmt.Sprintf("test peer(s) %s not found on PATH; install with: apt-get install %s",
+	msg := fmt.Sprintf("test peer(s) %s not found on PATH or in /usr/sbin; install with: apt-get install %s",
 		strings.Join(missing, ", "), strings.Join(pkgs, " "))
 	if PeersRequired() {
 		t.Fatalf("%s (CI or SIPWAKE_REQUIRE_PEERS=1 is set: missing peers fail the test)", msg)
 	}
 	t.Skip(msg)
+}
+
+// sbinDirs are searched after PATH: Debian installs kamailio and kamcmd in
+// /usr/sbin, which is not on an ordinary user's PATH.
+var sbinDirs = []string{"/usr/sbin", "/usr/local/sbin", "/sbin"}
+
+// binPath finds a peer binary on PATH or in the sbin directories.
+func binPath(bin string) (string, error) {
+	if p, err := exec.LookPath(bin); err == nil {
+		return p, nil
+	}
+	for _, d := range sbinDirs {
+		p := filepath.Join(d, bin)
+		if fi, err := os.Stat(p); err == nil && !fi.IsDir() && fi.Mode()&0o111 != 0 {
+			return p, nil
+		}
+	}
+	return "", fmt.Errorf("%s not found on PATH or in %s", bin, strings.Join(sbinDirs, ", "))
 }
 
 var (
@@ -179,6 +197,22 @@ func probe(ip, network string, port int) (int, error) {
 // hostPort formats 127.0.0.1:port.
 func hostPort(port int) string { return net.JoinHostPort(Loopback, strconv.Itoa(port)) }
 
+// loopbackAddr checks that addr is "host:port" with an IPv4 loopback host:
+// the peers send to nothing else.
+func loopbackAddr(addr string) error {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return fmt.Errorf("address %q: %w", addr, err)
+	}
+	if _, err := strconv.Atoi(port); err != nil {
+		return fmt.Errorf("address %q: bad port", addr)
+	}
+	if a := net.ParseIP(host); a == nil || a.To4() == nil || !a.IsLoopback() {
+		return fmt.Errorf("address %q: test peers only talk to IPv4 loopback addresses", addr)
+	}
+	return nil
+}
+
 // checkLoopback fails the test unless ip is an IPv4 loopback address: the
 // peers never listen on or send to anything else.
 func checkLoopback(t testing.TB, ip string) {
@@ -202,6 +236,10 @@ type process struct {
 // startProcess starts bin with args in dir; stdout and stderr go to logPath
 // (stderr to errPath when not empty). The caller registers the stop.
 func startProcess(name, dir, logPath, errPath string, env []string, bin string, args ...string) (*process, error) {
+	path, err := binPath(bin)
+	if err != nil {
+		return nil, err
+	}
 	out, err := os.Create(logPath)
 	if err != nil {
 		return nil, err
@@ -213,7 +251,7 @@ func startProcess(name, dir, logPath, errPath string, env []string, bin string, 
 			return nil, err
 		}
 	}
-	cmd := exec.Command(bin, args...)
+	cmd := exec.Command(path, args...)
 	cmd.Dir = dir
 	cmd.Stdin = nil
 	cmd.Stdout = out

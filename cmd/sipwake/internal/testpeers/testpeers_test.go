@@ -166,10 +166,11 @@ func TestSIPpCallThroughKamailio(t *testing.T) {
 	}
 }
 
+// TestSIPpCancel also covers NoCallerAuth: the INVITE is not challenged.
 func TestSIPpCancel(t *testing.T) {
 	t.Parallel()
 	ctx := testContext(t, 40*time.Second)
-	pbx := StartKamailio(t, KamailioOptions{})
+	pbx := StartKamailio(t, KamailioOptions{NoCallerAuth: true})
 	reg := mustRun(t, ctx, SIPpOptions{
 		Scenario: "register.xml",
 		Remote:   pbx.UDPAddr,
@@ -200,6 +201,9 @@ func TestSIPpCancel(t *testing.T) {
 	if !strings.Contains(uac.Messages, "SIP/2.0 487") {
 		t.Errorf("caller saw no 487:\n%s", lastLines(uac.Messages, 40))
 	}
+	if strings.Contains(uac.Messages, "SIP/2.0 407") {
+		t.Errorf("NoCallerAuth: the INVITE was challenged")
+	}
 }
 
 func TestSIPpMessage(t *testing.T) {
@@ -223,6 +227,17 @@ func TestSIPpMessage(t *testing.T) {
 	}
 	keys := CallKeys("1001", "1002", pbx.Domain)
 	keys["text"] = "hello from the self-test"
+	// a wrong proxy password is challenged again and never delivered
+	bad, err := RunSIPp(t, ctx, SIPpOptions{
+		Scenario: "message.xml",
+		Remote:   pbx.UDPAddr,
+		Auth:     [2]string{"1001", "wrong"},
+		Keys:     keys,
+		Timeout:  3 * time.Second,
+	})
+	if err == nil || strings.Count(bad.Messages, "SIP/2.0 407") < 2 {
+		t.Errorf("MESSAGE with a wrong password: err %v, trace:\n%s", err, lastLines(bad.Messages, 30))
+	}
 	mustRun(t, ctx, SIPpOptions{
 		Scenario: "message.xml",
 		Remote:   pbx.UDPAddr,
