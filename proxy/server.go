@@ -41,7 +41,8 @@ type Config struct {
 	TLS *tls.Config
 	// ClientTLS is used when sipwake opens TLS connections (upstream).
 	ClientTLS *tls.Config
-	// TrustedSources may send requests towards devices (the PBX).
+	// TrustedSources may send requests towards devices (the PBX). The
+	// upstream's address, when Upstream names one, is always trusted.
 	TrustedSources []netip.Prefix
 	// Upstream is the PBX URI, e.g. "sip:pbx.example.com:5060;transport=udp";
 	// empty in standalone mode.
@@ -144,6 +145,10 @@ func New(cfg Config) (*Server, error) {
 			port = sip.DefaultPort(s.upstreamTp)
 		}
 		s.upstreamDest = net.JoinHostPort(u.Host, strconv.Itoa(port))
+		// The PBX named by address is trusted without being listed.
+		if a, err := netip.ParseAddr(strings.Trim(u.Host, "[]")); err == nil {
+			s.cfg.TrustedSources = append(append([]netip.Prefix(nil), s.cfg.TrustedSources...), netip.PrefixFrom(a.Unmap(), a.Unmap().BitLen()))
+		}
 	}
 	s.domains = map[string]struct{}{}
 	for _, d := range cfg.UpstreamDomains {

@@ -72,6 +72,7 @@ type regState struct {
 	prev      *store.Binding
 	requested time.Duration
 	star      bool
+	pnsreg    bool // the device asked for +sip.pnsreg (RFC 8599 §4.1.1)
 }
 
 // register relays a device REGISTER to the PBX (pass-through mode).
@@ -117,7 +118,8 @@ func (r *Registrar) parseRegister(ctx context.Context, req *proxy.Request) (*reg
 	st := &regState{}
 	aor, err := NormalizeAOR(req.Msg.To().Address)
 	if err != nil {
-		return st, 400, "Bad Request (address of record)"
+		code, reason := StatusFor(err)
+		return st, code, reason
 	}
 	st.aor = aor
 	contacts := req.Msg.GetHeaders("Contact")
@@ -144,16 +146,6 @@ func (r *Registrar) parseRegister(ctx context.Context, req *proxy.Request) (*reg
 		return st, 400, "Bad Request (contact scheme)"
 	}
 	st.contact = c
-	push, query, err := ParsePush(c.Address.UriParams, c.Params)
-	if err != nil {
-		code, reason := StatusFor(err)
-		return st, code, reason
-	}
-	st.push, st.query = push, query
-	st.clean = *c.Address.Clone()
-	st.clean.UriParams = StripPush(st.clean.UriParams)
-	st.clean.Headers = nil
-
 	st.requested = r.cfg.DefaultExpires
 	if v, ok := c.Params.Get("expires"); ok {
 		n, err := strconv.ParseUint(strings.TrimSpace(v), 10, 32)
@@ -175,8 +167,23 @@ func (r *Registrar) parseRegister(ctx context.Context, req *proxy.Request) (*reg
 		st.requested = r.cfg.MaxExpires
 	}
 
-	instance, _ := c.Params.Get("+sip.instance")
-	st.identity = DeviceIdentity(instance, push, st.clean)
+	push, query, err := ParsePush(c.Address.UriParams, c.Params)
+	if err != nil {
+		// RFC 8599 §4.1.2: a UA removing its binding may drop pn-prid
+		// and keep the other push parameters.
+		if !(st.requested == 0 && errors.Is(err, ErrMissingPRID)) {
+			code, reason := StatusFor(err)
+			return st, code, reason
+		}
+		push, query = nil, false
+	}
+	st.push, st.query = push, query
+	st.pnsreg = HasPNSReg(c.Params)
+	st.clean = *c.Address.Clone()
+	st.clean.UriParams = StripPush(st.clean.UriParams)
+	st.clean.Headers = nil
+
+	st.identity = DeviceIdentity(headerParam(c.Params, "+sip.instance"), push, st.clean)
 	existing, err := r.store.Bindings(ctx, aor)
 	if err != nil {
 		req.Log().Warn("binding lookup failed", proxy.AOR(aor), zap.Error(err))
@@ -294,11 +301,8 @@ func (r *Registrar) onResponse(ctx context.Context, req *proxy.Request, st *regS
 		return r.translateContacts(ctx, st, res)
 	}
 	now := time.Now()
-	instance, _ := st.contact.Params.Get("+sip.instance")
-	regID := 0
-	if v, ok := st.contact.Params.Get("reg-id"); ok {
-		regID, _ = strconv.Atoi(v)
-	}
+	instance := headerParam(st.contact.Params, "+sip.instance")
+	regID, _ := strconv.Atoi(headerParam(st.contact.Params, "reg-id"))
 	b := store.Binding{
 		AOR:         st.aor,
 		Instance:    st.identity,
@@ -337,7 +341,11 @@ func (r *Registrar) onResponse(ctx context.Context, req *proxy.Request, st *regS
 	out := r.translateContacts(ctx, st, res)
 	caps := FeatureCaps(SupportedProviders(), 0)
 	if st.push != nil {
-		caps = FeatureCaps([]string{st.push.Provider}, granted)
+		var refresh time.Duration
+		if st.pnsreg {
+			refresh = pnsregMargin(granted)
+		}
+		caps = FeatureCaps([]string{st.push.Provider}, refresh)
 	}
 	out.AppendHeader(sip.NewHeader("Feature-Caps", caps))
 	return out
@@ -414,6 +422,27 @@ func (r *Registrar) translateContacts(ctx context.Context, st *regState, res *si
 		out.AppendHeader(c)
 	}
 	return out
+}
+
+// pnsregMargin is the +sip.pnsreg value (RFC 8599 §4.1.1): how many
+// seconds before the binding expires the device should refresh it; 130 s,
+// or a third of a short expiry.
+func pnsregMargin(granted time.Duration) time.Duration {
+	if m := granted / 3; m < 130*time.Second {
+		return m.Truncate(time.Second)
+	}
+	return 130 * time.Second
+}
+
+// headerParam reads a header parameter by name, ignoring case and the
+// whitespace sipgo may leave around names.
+func headerParam(p sip.HeaderParams, name string) string {
+	for _, kv := range p {
+		if strings.EqualFold(strings.TrimSpace(kv.K), name) {
+			return strings.TrimSpace(kv.V)
+		}
+	}
+	return ""
 }
 
 func headerValue(m *sip.Request, name string) string {

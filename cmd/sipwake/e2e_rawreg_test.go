@@ -20,6 +20,8 @@ const rawWait = 5 * time.Second
 func rawRegister(t *testing.T, ua *proxytest.UA, sw, user, password, contactParams, extra string, cseq *int) *sip.Response {
 	t.Helper()
 	callID := "reg-" + user + "-" + strconv.Itoa(ua.Port())
+	// contactParams is "uri-params|header-params".
+	uriParams, hdrParams, _ := strings.Cut(contactParams, "|")
 	build := func(auth string) string {
 		*cseq++
 		msg := "REGISTER sip:pbx.test SIP/2.0\n" +
@@ -29,7 +31,7 @@ func rawRegister(t *testing.T, ua *proxytest.UA, sw, user, password, contactPara
 			"To: <sip:" + user + "@pbx.test>\n" +
 			"Call-ID: " + callID + "\n" +
 			"CSeq: " + strconv.Itoa(*cseq) + " REGISTER\n" +
-			"Contact: <sip:" + user + "@" + ua.Addr() + contactParams + ">;expires=600\n" +
+			"Contact: <sip:" + user + "@" + ua.Addr() + uriParams + ">" + hdrParams + ";expires=600\n" +
 			"User-Agent: raw-test\n"
 		if extra != "" {
 			msg += extra + "\n"
@@ -121,7 +123,7 @@ func TestE2EPushProviderNegotiation(t *testing.T) {
 		ua := proxytest.NewUDP(t, "")
 		cseq := 0
 		res := rawRegister(t, ua, sw.UDP, "1003", "pw1003",
-			";pn-provider=apns;pn-prid=00fc13adff785122b4ad28809a3420982341241421348097878e577c991de8f0;pn-param=TEAM123456.com.example.phone.voip", "", &cseq)
+			";pn-provider=apns;pn-prid=00fc13adff785122b4ad28809a3420982341241421348097878e577c991de8f0;pn-param=TEAM123456.com.example.phone.voip|;+sip.pnsreg", "", &cseq)
 		if res.StatusCode != 200 {
 			t.Fatalf("got %d, want 200", res.StatusCode)
 		}
