@@ -87,6 +87,7 @@
 //	})
 //	contacts := pbx.Contacts(t, "1001")
 //
-// The scenarios and templates are embedded, so tests in other packages
+// Start*, Run* and FreePort may call t.Fatal or t.Skip: call them from the
+// test's own goroutine. The scenarios and templates are embedded, so tests in other packages
 // (cmd/sipwake) use them without knowing where this directory is.
 package testpeers

@@ -108,8 +108,13 @@ func StartKamailio(t testing.TB, opts KamailioOptions) *Kamailio {
 	if opts.Domain == "" {
 		opts.Domain = DefaultDomain
 	}
-	if len(opts.Users) == 0 {
-		opts.Users = DefaultUsers
+	users := opts.Users
+	if len(users) == 0 {
+		users = DefaultUsers
+	}
+	opts.Users = make(map[string]string, len(users))
+	for u, pw := range users {
+		opts.Users[u] = pw
 	}
 	if opts.ListenIP == "" {
 		opts.ListenIP = Loopback
