@@ -67,14 +67,15 @@ func runServe(ctx context.Context, cfg *Config, log *zap.Logger, level zap.Atomi
 		return err
 	}
 	ops.SetStarted()
+	slog := log.Named("serve")
 	if hook, ok := ctx.Value(serveHookKey{}).(func(*daemon)); ok {
 		hook(&daemon{srv: srv, store: st, ops: ops})
 	}
-	log.Info("sipwake started", zap.String("node", cfg.NodeID), zap.String("store", cfg.Store.Driver),
+	slog.Info("sipwake started", zap.String("node", cfg.NodeID), zap.String("store", cfg.Store.Driver),
 		zap.String("upstream", cfg.Upstream.URI), zap.String("ops", ops.Addr().String()))
 
 	<-ctx.Done()
-	log.Info("draining", zap.Duration("delay", cfg.Drain.Delay), zap.Duration("timeout", cfg.Drain.Timeout))
+	slog.Info("draining", zap.Duration("delay", cfg.Drain.Delay), zap.Duration("timeout", cfg.Drain.Timeout))
 	ops.SetDraining(true)
 	dctx, cancel := context.WithTimeout(context.Background(), cfg.Drain.Timeout)
 	defer cancel()
@@ -85,14 +86,14 @@ func runServe(ctx context.Context, cfg *Config, log *zap.Logger, level zap.Atomi
 	case <-dctx.Done():
 	}
 	if err := <-drained; err != nil {
-		log.Warn("drain timed out; stopping with transactions in flight", zap.Error(err))
+		slog.Warn("drain timed out; stopping with transactions in flight", zap.Error(err))
 	}
 	sctx, scancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer scancel()
 	if err := srv.Stop(sctx); err != nil {
-		log.Warn("sip stop", zap.Error(err))
+		slog.Warn("sip stop", zap.Error(err))
 	}
-	log.Info("stopped")
+	slog.Info("stopped")
 	return nil
 }
 
