@@ -72,7 +72,10 @@ func (s *Server) forward(ctx context.Context, r *Request, opt ForwardOptions) {
 		}
 	}
 	if t.Flow && tp != "UDP" {
-		if _, err := s.tpl.GetConnection(tp, t.Dest); err != nil {
+		c, err := s.tpl.GetConnection(tp, t.Dest)
+		if err == nil {
+			_, _ = c.TryClose() // drop the reference the lookup took
+		} else {
 			r.Log().Info("flow gone", zap.String(FieldDst, t.Dest), zap.String(FieldTransport, strings.ToLower(tp)))
 			if !req.IsAck() {
 				r.Respond(480, "Temporarily Unavailable", sip.NewHeader("Warning", `399 sipwake "device connection closed"`))
