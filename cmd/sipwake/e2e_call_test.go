@@ -13,7 +13,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/emiago/sipgo/sip"
+
 	"github.com/sipwake/sipwake/cmd/sipwake/internal/testpeers"
+	"github.com/sipwake/sipwake/proxy/proxytest"
 )
 
 // callHold is the hold time of uac_call.xml (used twice) and the ringing
@@ -456,4 +459,82 @@ func TestE2EMessage(t *testing.T) {
 		t.Errorf("device log %q, want the text from 1002", got.Log)
 	}
 	expectLines(t, "sender", res.Messages, "SIP/2.0 200")
+}
+
+// TestE2ECallProvisionalOrder: a device that answers at once sends 180 and
+// 200 back to back; the PBX caller must get the 180 before the 200 every
+// time (RFC 3261 §16.7: a proxy forwards provisional responses as they
+// come, and none after the final one). The device is a raw UA so that the
+// two responses leave within microseconds, as from an auto-answering phone;
+// Kamailio runs one UDP worker so that the PBX itself cannot reorder them.
+func TestE2ECallProvisionalOrder(t *testing.T) {
+	t.Skip("known bug: sipwake loses a 180 that arrives right before the 200 (about 1 call in 3): " +
+		"sipgo v1.7.2 TransactionLayer.handleMessage runs each response in its own goroutine, " +
+		"so the 200 can reach proxy.forward's response loop first, which then returns and the 180 is dropped; " +
+		"remove this Skip once proxy/ relays responses in arrival order")
+	const calls = 20
+	kam := startPBX(t, testpeers.KamailioOptions{Children: 1})
+	sw := startDaemon(t, e2eConfig(t, kam, t.TempDir()))
+	dev := proxytest.NewUDP(t, "")
+	cseq := 0
+	if res := rawRegister(t, dev, sw.UDP, "1001", "pw1001", ";pn-provider=apns;pn-prid=0a0b0c0d0e0f1a1b;pn-param=TEAM123456.com.example.phone.voip", "", &cseq); res.StatusCode != 200 {
+		t.Fatalf("register: %d", res.StatusCode)
+	}
+	sw.waitBindings(t, "sip:1001@pbx.test", 1, e2eWait)
+	kam.WaitContacts(t, "1001", 1, e2eWait)
+
+	// The device: 180 and 200 at once for each INVITE, 200 for re-INVITEs
+	// and BYEs, until every call ended.
+	answered := make(chan int, 1)
+	go func() {
+		byes := 0
+		for byes < calls {
+			m, err := dev.Recv(20 * time.Second)
+			if err != nil {
+				break
+			}
+			req, ok := m.(*sip.Request)
+			if !ok {
+				continue
+			}
+			contact := "Contact: <sip:1001@" + dev.Addr() + ">"
+			switch {
+			case req.Method == sip.INVITE && !req.To().Params.Has("tag"):
+				tag := "dev" + req.CallID().Value()
+				dev.Send(req.Source(), proxytest.ResponseText(req, 180, "Ringing", tag, contact))
+				dev.Send(req.Source(), proxytest.ResponseText(req, 200, "OK", tag, contact))
+			case req.Method == sip.INVITE:
+				dev.Send(req.Source(), proxytest.ResponseText(req, 200, "OK", "", contact))
+			case req.Method == sip.BYE:
+				dev.Send(req.Source(), proxytest.ResponseText(req, 200, "OK", ""))
+				byes++
+			}
+		}
+		answered <- byes
+	}()
+
+	caller := pbxUser(t, kam, "1002")
+	res, err := testpeers.RunSIPp(t, e2eCtx(t, 40*time.Second), testpeers.SIPpOptions{
+		Scenario:  "uac_call.xml",
+		Remote:    kam.UDPAddr,
+		LocalPort: caller,
+		Auth:      [2]string{"1002", "pw1002"},
+		Keys:      testpeers.CallKeys("1002", "1001", "pbx.test"),
+		Calls:     calls,
+		Pause:     20 * time.Millisecond,
+		Timeout:   30 * time.Second,
+	})
+	sippMust(t, "PBX user 1002 calls the device", res, err)
+	if n := <-answered; n != calls {
+		t.Errorf("device saw %d BYEs, want %d", n, calls)
+	}
+	n180 := 0
+	for _, l := range startLines(res.Messages) {
+		if strings.HasPrefix(l, "SIP/2.0 180") {
+			n180++
+		}
+	}
+	if n180 != calls {
+		t.Errorf("the caller got %d 180 Ringing for %d calls whose callee sent 180 before 200", n180, calls)
+	}
 }
