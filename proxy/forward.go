@@ -90,6 +90,10 @@ func (s *Server) forward(ctx context.Context, r *Request, opt ForwardOptions) {
 		}
 		return
 	}
+	key := branchKey(out.Via(), out.Method)
+	responses := make(chan *sip.Response, 32)
+	s.branches.Store(key, responses)
+	defer s.branches.Delete(key)
 	cctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	tx, err := s.txl.Request(cctx, out)
 	cancel()
@@ -99,8 +103,66 @@ func (s *Server) forward(ctx context.Context, r *Request, opt ForwardOptions) {
 		r.Respond(503, "Service Unavailable", sip.NewHeader("Warning", `399 sipwake "next hop unreachable"`))
 		return
 	}
-	defer tx.Terminate()
-	s.relay(r, opt, out, tx)
+	// The transaction outlives the relay: it still has to ACK a non-2xx
+	// final response (handled on sipgo's goroutine, possibly after the
+	// tap relayed it) and absorb retransmissions. Its own timers end it;
+	// this only bounds a transaction whose peer never answers a CANCEL.
+	defer func() {
+		select {
+		case <-tx.Done():
+		default:
+			time.AfterFunc(sip.Timer_B, tx.Terminate)
+		}
+	}()
+	// The transaction's own response channel must be drained for its
+	// state machine to go on; the responses relayed come from the tap.
+	go func() {
+		for {
+			select {
+			case <-tx.Responses():
+			case <-tx.Done():
+				return
+			}
+		}
+	}()
+	s.relay(r, opt, out, tx, responses)
+}
+
+// branchKey names a client transaction for the response tap: the branch
+// and the method (a CANCEL shares its INVITE's branch).
+func branchKey(via *sip.ViaHeader, method sip.RequestMethod) string {
+	if via == nil {
+		return ""
+	}
+	b, _ := via.Params.Get("branch")
+	return b + "|" + string(method)
+}
+
+// tapResponse is the transport layer's first message handler: it runs in
+// the reading goroutine, in arrival order, and queues each response for
+// the branch that forwarded its request.
+func (s *Server) tapResponse(m sip.Message) {
+	res, ok := m.(*sip.Response)
+	if !ok {
+		return
+	}
+	cs := res.CSeq()
+	if cs == nil {
+		return
+	}
+	method := cs.MethodName
+	if method == sip.ACK {
+		return
+	}
+	ch, ok := s.branches.Load(branchKey(res.Via(), method))
+	if !ok {
+		return
+	}
+	select {
+	case ch.(chan *sip.Response) <- res:
+	default:
+		s.metrics.dropped.WithLabelValues("response_queue_full").Inc()
+	}
 }
 
 // buildForward makes the outgoing copy of r for transport tp (RFC 3261
@@ -208,7 +270,7 @@ func randomToken() string {
 
 // relay waits for the branch's responses and relays them (RFC 3261 §16.7),
 // handling CANCEL, Timer C and 2xx retransmissions.
-func (s *Server) relay(r *Request, opt ForwardOptions, out *sip.Request, tx sip.ClientTransaction) {
+func (s *Server) relay(r *Request, opt ForwardOptions, out *sip.Request, tx sip.ClientTransaction, responses <-chan *sip.Response) {
 	isInvite := out.IsInvite()
 	var (
 		mu        sync.Mutex
@@ -251,10 +313,7 @@ func (s *Server) relay(r *Request, opt ForwardOptions, out *sip.Request, tx sip.
 	}()
 	for {
 		select {
-		case res, ok := <-tx.Responses():
-			if !ok {
-				return
-			}
+		case res := <-responses:
 			s.metrics.response(out.Method, res.StatusCode, dirIn)
 			s.upstreamState(opt.Target, true)
 			if res.StatusCode == 100 {
@@ -282,8 +341,12 @@ func (s *Server) relay(r *Request, opt ForwardOptions, out *sip.Request, tx sip.
 			}
 		case <-tx.Done():
 			err := tx.Err()
-			if errors.Is(err, sip.ErrTransactionTimeout) || errors.Is(err, sip.ErrTransactionTransport) {
+			failed := errors.Is(err, sip.ErrTransactionTimeout) || errors.Is(err, sip.ErrTransactionTransport)
+			if failed {
 				s.upstreamState(opt.Target, false)
+			} else if s.relayQueued(r, opt, out, responses) {
+				// Ended normally: its final response is in the queue.
+				return
 			}
 			if r.answered.Load() {
 				return
@@ -303,6 +366,29 @@ func (s *Server) relay(r *Request, opt ForwardOptions, out *sip.Request, tx sip.
 				r.Respond(408, "Request Timeout")
 			}
 			return
+		}
+	}
+}
+
+// relayQueued relays what the tap queued for a transaction that ended
+// without a failure, waiting briefly for its final response. It reports
+// whether a final response was relayed.
+func (s *Server) relayQueued(r *Request, opt ForwardOptions, out *sip.Request, responses <-chan *sip.Response) bool {
+	wait := time.NewTimer(time.Second)
+	defer wait.Stop()
+	for {
+		select {
+		case res := <-responses:
+			s.metrics.response(out.Method, res.StatusCode, dirIn)
+			if res.StatusCode == 100 {
+				continue
+			}
+			s.relayResponse(r, opt, res)
+			if !res.IsProvisional() {
+				return true
+			}
+		case <-wait.C:
+			return false
 		}
 	}
 }

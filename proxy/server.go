@@ -14,7 +14,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/emiago/sipgo"
 	"github.com/emiago/sipgo/sip"
 	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
@@ -81,7 +80,6 @@ var setSipgoDefaultLogger sync.Once
 type Server struct {
 	cfg     Config
 	log     *zap.Logger
-	ua      *sipgo.UserAgent
 	txl     *sip.TransactionLayer
 	tpl     *sip.TransportLayer
 	metrics *metrics
@@ -92,6 +90,7 @@ type Server struct {
 	upstreamTp   string
 	domains      map[string]struct{}
 
+	branches sync.Map // branch key -> chan *sip.Response, see tapResponse
 	handler  Handler
 	modules  []Module
 	ready    []Readier
@@ -101,7 +100,7 @@ type Server struct {
 
 	started  atomic.Bool
 	draining atomic.Bool
-	inflight sync.WaitGroup
+	inflight atomic.Int64 // transactions being handled (a WaitGroup may not Add while waited on)
 	wg       sync.WaitGroup
 }
 
@@ -182,25 +181,22 @@ func (s *Server) Use(modules ...Module) {
 func (s *Server) Start(ctx context.Context) (err error) {
 	slogger := newSlogBridge(s.log.Named("sipgo"))
 	setSipgoDefaultLogger.Do(func() { sip.SetDefaultLogger(slogger) })
-	ua, err := sipgo.NewUA(
-		sipgo.WithUserAgent("sipwake"),
-		sipgo.WithUserAgenTLSConfig(s.cfg.ClientTLS),
-		sipgo.WithUserAgentTransportLayerOptions(
-			sip.WithTransportLayerLogger(slogger),
-			sip.WithTransportLayerReadFilter(s.readFilter),
-		),
-		sipgo.WithUserAgentTransactionLayerOptions(
-			sip.WithTransactionLayerLogger(slogger),
-			sip.WithTransactionLayerUnhandledResponseHandler(s.strayResponse),
-			sip.WithTransactionLayerTerminateOnConnClose(),
-		),
+	// The layers are built here rather than by sipgo.NewUA so that the
+	// response tap is the transport's first handler: sipgo hands every
+	// message to the transaction layer on a goroutine of its own, so a
+	// 200 can overtake the 180 sent just before it. The tap sees
+	// responses in the order they were read, and forwarded branches relay
+	// them in that order.
+	s.tpl = sip.NewTransportLayer(net.DefaultResolver, sip.NewParser(), s.cfg.ClientTLS,
+		sip.WithTransportLayerLogger(slogger),
+		sip.WithTransportLayerReadFilter(s.readFilter),
 	)
-	if err != nil {
-		return fmt.Errorf("proxy: user agent: %w", err)
-	}
-	s.ua = ua
-	s.tpl = ua.TransportLayer()
-	s.txl = ua.TransactionLayer()
+	s.tpl.OnMessage(s.tapResponse)
+	s.txl = sip.NewTransactionLayer(s.tpl,
+		sip.WithTransactionLayerLogger(slogger),
+		sip.WithTransactionLayerUnhandledResponseHandler(s.strayResponse),
+		sip.WithTransactionLayerTerminateOnConnClose(),
+	)
 	s.txl.OnRequest(s.onRequest)
 	defer func() {
 		if err != nil {
@@ -419,14 +415,21 @@ func (s *Server) Ready() error {
 // ends.
 func (s *Server) Drain(ctx context.Context) error {
 	s.draining.Store(true)
-	done := make(chan struct{})
-	go func() { s.inflight.Wait(); close(done) }()
-	select {
-	case <-done:
-		return nil
-	case <-ctx.Done():
-		return ctx.Err()
+	return s.waitIdle(ctx)
+}
+
+// waitIdle waits until no transaction is being handled.
+func (s *Server) waitIdle(ctx context.Context) error {
+	tick := time.NewTicker(10 * time.Millisecond)
+	defer tick.Stop()
+	for s.inflight.Load() > 0 {
+		select {
+		case <-tick.C:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
 	}
+	return nil
 }
 
 // Draining reports whether Drain was called.
@@ -450,15 +453,23 @@ func (s *Server) Stop(ctx context.Context) error {
 	for _, l := range lns {
 		_ = l.closer()
 	}
-	if s.ua != nil {
-		_ = s.ua.Close()
+	if s.txl != nil {
+		s.txl.Close()
 	}
+	if s.tpl != nil {
+		_ = s.tpl.Close()
+	}
+	// Closing the transaction layer ended every transaction; wait for
+	// the listeners and for the handlers still unwinding.
 	done := make(chan struct{})
 	go func() { s.wg.Wait(); close(done) }()
 	select {
 	case <-done:
 	case <-ctx.Done():
 		errs = append(errs, ctx.Err())
+	}
+	if err := s.waitIdle(ctx); err != nil {
+		errs = append(errs, err)
 	}
 	s.started.Store(false)
 	return errors.Join(errs...)
@@ -486,7 +497,7 @@ var errMessageTooLarge = errors.New("proxy: message larger than sip.max_message_
 // server transaction.
 func (s *Server) onRequest(req *sip.Request, tx *sip.ServerTx) {
 	s.inflight.Add(1)
-	defer s.inflight.Done()
+	defer s.inflight.Add(-1)
 	r := &Request{
 		Msg:       req,
 		Tx:        tx,
