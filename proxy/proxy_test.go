@@ -349,3 +349,25 @@ func TestTrustedToResolvedDevice(t *testing.T) {
 func mustBranch(r *sip.Request) string { b, _ := r.Via().Params.Get("branch"); return b }
 
 func itoa(n int) string { return strconvItoa(n) }
+
+// TestLargeRequestGoesOverTCP: a request over 1300 bytes for the UDP
+// upstream is sent over TCP instead (RFC 3261 §18.1.1), with a TCP Via.
+func TestLargeRequestGoesOverTCP(t *testing.T) {
+	tb := newTestBed(t)
+	tcpPBX := proxytest.ListenTCP(t, tb.pbx.Addr()) // same port as the UDP fake PBX
+	dev := proxytest.NewUDP(t, "")
+	sdp := "v=0\no=- 1 1 IN IP4 127.0.0.1\ns=-\nc=IN IP4 127.0.0.1\nt=0 0\nm=audio 4000 RTP/AVP 0 8 101\n" +
+		strings.Repeat("a=x-padding:0123456789012345678901234567890123456789\n", 30)
+	msg := invite(dev, "sip:1002@pbx.test", "big1", "Content-Type: application/sdp") + sdp
+	dev.Send(tb.udp, msg)
+	in := tcpPBX.ExpectRequest(wait, sip.INVITE)
+	if tp := in.Via().Transport; tp != "TCP" {
+		t.Errorf("top Via transport %s, want TCP", tp)
+	}
+	if len(in.Body()) < 1300 {
+		t.Errorf("body truncated to %d bytes", len(in.Body()))
+	}
+	tcpPBX.Reply("", in, 486, "Busy Here")
+	dev.ExpectResponse(wait, 486)
+	tb.pbx.Quiet(200 * time.Millisecond)
+}

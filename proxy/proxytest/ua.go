@@ -27,6 +27,8 @@ type UA struct {
 	msgs    chan sip.Message
 	closed  chan struct{}
 	once    sync.Once
+	ln      net.Listener
+	mu      sync.Mutex
 }
 
 // NewUDP binds a UA on ip:0 over UDP ("127.0.0.1" when ip is empty).
@@ -59,7 +61,7 @@ func DialTCP(t testing.TB, ip, addr string) *UA {
 	}
 	u := newUA(t, "tcp")
 	u.tcp = c
-	go u.readTCP()
+	go u.readConn(c)
 	t.Cleanup(u.Close)
 	return u
 }
@@ -74,7 +76,16 @@ func (u *UA) Addr() string {
 	if u.udp != nil {
 		return u.udp.LocalAddr().String()
 	}
-	return u.tcp.LocalAddr().String()
+	if u.ln != nil {
+		return u.ln.Addr().String()
+	}
+	return u.conn().LocalAddr().String()
+}
+
+func (u *UA) conn() net.Conn {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	return u.tcp
 }
 
 // Host and Port split Addr.
@@ -94,8 +105,11 @@ func (u *UA) Close() {
 		if u.udp != nil {
 			_ = u.udp.Close()
 		}
-		if u.tcp != nil {
-			_ = u.tcp.Close()
+		if c := u.conn(); c != nil {
+			_ = c.Close()
+		}
+		if u.ln != nil {
+			_ = u.ln.Close()
 		}
 	})
 }
@@ -117,8 +131,10 @@ func (u *UA) SendRaw(addr string, b []byte) {
 		if err == nil {
 			_, err = u.udp.WriteToUDP(b, ua)
 		}
+	} else if c := u.conn(); c != nil {
+		_, err = c.Write(b)
 	} else {
-		_, err = u.tcp.Write(b)
+		err = errors.New("no connection")
 	}
 	if err != nil {
 		u.t.Fatalf("proxytest: send: %v", err)
@@ -272,8 +288,8 @@ func (u *UA) readUDP() {
 	}
 }
 
-func (u *UA) readTCP() {
-	br := bufio.NewReader(u.tcp)
+func (u *UA) readConn(c net.Conn) {
+	br := bufio.NewReader(c)
 	for {
 		head, err := readHead(br)
 		if err != nil {
@@ -341,3 +357,30 @@ func firstLine(m sip.Message) string {
 
 // Network is "udp" or "tcp".
 func (u *UA) Network() string { return u.network }
+
+// ListenTCP accepts TCP connections on addr ("ip:port"; port 0 picks one)
+// and delivers what they carry; Send and Reply write on the last accepted
+// connection.
+func ListenTCP(t testing.TB, addr string) *UA {
+	t.Helper()
+	l, err := net.Listen("tcp", addr)
+	if err != nil {
+		t.Fatalf("proxytest: listen tcp %s: %v", addr, err)
+	}
+	u := newUA(t, "tcp")
+	u.ln = l
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			u.mu.Lock()
+			u.tcp = c
+			u.mu.Unlock()
+			go u.readConn(c)
+		}
+	}()
+	t.Cleanup(u.Close)
+	return u
+}
