@@ -13,7 +13,7 @@ import (
 	"github.com/sipwake/sipwake/proxy/proxytest"
 )
 
-const wait = 3 * time.Second
+const wait = 5 * time.Second
 
 // testBed is a proxy with UDP and TCP listeners on 127.0.0.1, a fake PBX
 // on 127.0.0.2 (trusted) serving pbx.test, and a module that resolves the
@@ -370,4 +370,39 @@ func TestLargeRequestGoesOverTCP(t *testing.T) {
 	tcpPBX.Reply("", in, 486, "Busy Here")
 	dev.ExpectResponse(wait, 486)
 	tb.pbx.Quiet(200 * time.Millisecond)
+}
+
+// TestDrainLetsTransactionsFinish: Drain waits for the transaction in
+// flight, which completes normally, while new requests get 503.
+func TestDrainLetsTransactionsFinish(t *testing.T) {
+	tb := newTestBed(t)
+	dev := proxytest.NewUDP(t, "")
+	dev.Send(tb.udp, invite(dev, "sip:1002@pbx.test", "inflight1"))
+	in := tb.pbx.ExpectRequest(wait, sip.INVITE)
+
+	drained := make(chan error, 1)
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		drained <- tb.srv.Drain(ctx)
+	}()
+	select {
+	case err := <-drained:
+		t.Fatalf("Drain returned (%v) with a transaction in flight", err)
+	case <-time.After(300 * time.Millisecond):
+	}
+	other := proxytest.NewUDP(t, "")
+	other.Send(tb.udp, invite(other, "sip:1003@pbx.test", "new1"))
+	other.ExpectResponse(wait, 503)
+
+	tb.pbx.Reply(tb.udp, in, 200, "OK", "Contact: <sip:1002@"+tb.pbx.Addr()+">")
+	dev.ExpectResponse(wait, 200)
+	select {
+	case err := <-drained:
+		if err != nil {
+			t.Fatalf("Drain: %v", err)
+		}
+	case <-time.After(wait):
+		t.Fatal("Drain did not return after the transaction ended")
+	}
 }

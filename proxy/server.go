@@ -507,6 +507,12 @@ func (s *Server) onRequest(req *sip.Request, tx *sip.ServerTx) {
 		srv:       s,
 	}
 	s.metrics.request(req.Method, dirIn)
+	if req.IsInvite() {
+		// 100 Trying at once (RFC 3261 §16.2): it stops the caller's
+		// retransmissions, and it stops sipgo's own 200 ms Trying timer,
+		// which would read the request while the chain rewrites it.
+		r.Respond(100, "Trying")
+	}
 	r.Trusted = s.trusted(r.Source)
 	// The context ends with the transaction (sipgo's own helper cancels
 	// at once when registration succeeds, so it is not used).
