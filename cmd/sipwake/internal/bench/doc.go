@@ -1,0 +1,42 @@
+// Package bench is the SIPp load comparison of sipwake against Kamailio on
+// one machine; it has no code of its own outside its test, which only
+// builds with the sipbench tag:
+//
+//	make bench
+//	go test -tags sipbench -run '^TestSIPpLoad$' -count=1 -timeout 20m -v ./cmd/sipwake/internal/bench
+//
+// The test (sipp_load_test.go) builds the sipwake binary and runs it as a
+// separate process with a generated YAML config, next to Kamailio, and
+// drives both with the same SIPp commands, alternating runs and stepping
+// the rate up:
+//
+//   - calls: stateful INVITE forwarding, SIPp UAC (127.0.0.1) → proxy →
+//     SIPp UAS (127.0.0.2), the proxy being Kamailio (tm + rr, config in
+//     testdata/kamailio-proxy.cfg.tmpl) or sipwake (embedded store, the UAS
+//     as upstream.uri, the called domain as upstream.domains);
+//   - REGISTER with digest authentication of 10,000 users against a
+//     Kamailio registrar (the testpeers PBX on 127.0.0.2), sent to it
+//     directly or through sipwake on the Redis store.
+//
+// Each run is bounded (count and SIPp timeout); it reports the rate
+// reached, failed calls, the CPU of the proxy's processes (utime+stime
+// from /proc, 100% = one core), CPU-µs per call, RSS and PSS mid-run and
+// ~10 s after the load. Results go to stdout and to bench-results/ at the
+// module root (or SIPWAKE_BENCH_OUT). Knobs, all optional:
+//
+//	SIPWAKE_BENCH_SECS            seconds of traffic per run (6)
+//	SIPWAKE_BENCH_INVITE_RATES    call rates ("500 1000 2000 3000 4000 5000")
+//	SIPWAKE_BENCH_REGISTER_RATES  REGISTER rates ("1000 2000 3000 5000 8000 10000 12000 15000")
+//	SIPWAKE_BENCH_AFTER           wait before the after-load memory sample (10s)
+//	SIPWAKE_BENCH_BUDGET          wall-clock budget of the whole test (12m); rates that
+//	                              would not fit are skipped and reported as such
+//	SIPWAKE_BENCH_ONLY            "invite" or "register" to run one test
+//	SIPWAKE_BENCH_REGISTER_STORE  sipwake's store in the REGISTER test: redis (default) or embedded
+//	SIPWAKE_BENCH_BINARY          a prebuilt sipwake instead of building ./cmd/sipwake
+//
+// At the end of each test sipwake is ended with SIGQUIT, so that its log
+// holds the stack of every goroutine still alive ~10 s after the last run;
+// the most common stacks are printed. Every process listens and sends on
+// 127.0.0.0/8 only and is stopped by its PID (process group) when the test
+// ends.
+package bench
