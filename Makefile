@@ -61,10 +61,14 @@ lint:
 	if [ -n "$$unformatted" ]; then echo "gofmt needed:"; echo "$$unformatted"; exit 1; fi
 	$(GO) vet ./...
 
-# Go micro-benchmarks of the hot path (parse -> chain -> forward). Numbers
-# depend on the machine; none are recorded in the repository.
+# Go micro-benchmarks of the hot path (parse -> chain -> forward), then the
+# SIPp load comparison with Kamailio (cmd/sipwake/internal/bench, about 12
+# minutes, needs sipp, kamailio and redis-server). Numbers depend on the
+# machine: they go to stdout and bench-results/, none into the repository.
 bench:
-	$(GO) test -run '^$$' -bench . -benchmem ./proxy/... ./registrar/...
+	@mkdir -p bench-results
+	$(GO) test -run '^$$' -bench . -benchmem ./proxy/... ./registrar/... | tee bench-results/go-bench.txt
+	SIPWAKE_BENCH_OUT=$(CURDIR)/bench-results $(GO) test -tags sipbench -run '^TestSIPpLoad$$' -count=1 -timeout 20m -v ./cmd/sipwake/internal/bench
 
 # BENCH_SIPP: SIPp load (REGISTER with digest, stateful INVITE) against
 # sipwake and against Kamailio side by side on this machine. Not written
