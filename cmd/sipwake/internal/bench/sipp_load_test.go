@@ -199,7 +199,6 @@ func (b *bench) inviteTest(t *testing.T) {
 		return b.startUAS(t, uasPort)
 	})
 	b.table("invite", targets)
-	b.goroutineDump(sw)
 	b.logSummary(sw)
 }
 
@@ -249,7 +248,6 @@ func (b *bench) registerTest(t *testing.T) {
 			"-i", clientIP, "-p", strconv.Itoa(port), "-default_behaviors", "all,-bye"}
 	}, nil)
 	b.table("register", targets)
-	b.goroutineDump(sw)
 	b.logSummary(sw)
 }
 
@@ -548,7 +546,13 @@ func (b *bench) step(t *testing.T, test string, targets []*target, rates []int, 
 			default:
 				tg.best = rate
 			}
+			if tg.stopped != "" {
+				b.goroutineDump(tg) // now: ~10 s after its last run
+			}
 		}
+	}
+	for _, tg := range targets {
+		b.goroutineDump(tg)
 	}
 }
 
@@ -875,7 +879,7 @@ func ratio(a, b int64) float64 {
 // most common stacks: what the goroutines still alive after the load wait
 // for. The dump itself stays in the log file.
 func (b *bench) goroutineDump(tg *target) {
-	if tg.proc == nil || tg.proc.exited() {
+	if tg.name != "sipwake" || tg.proc == nil || tg.proc.exited() {
 		return
 	}
 	before, _ := os.ReadFile(tg.log)
@@ -936,12 +940,12 @@ func (b *bench) goroutineDump(tg *target) {
 		list = append(list, group{k, n})
 	}
 	sort.Slice(list, func(i, j int) bool { return list[i].n > list[j].n })
-	b.printf("sipwake goroutines at the end (SIGQUIT dump, %d goroutines, %s after the last run), most common stacks:\n", total, b.set.after)
+	b.printf("  sipwake goroutines %s after its last run (SIGQUIT dump: %d goroutines), most common stacks:\n", b.set.after, total)
 	for i, g := range list {
 		if i == 6 {
 			break
 		}
-		b.printf("  %6d x %s\n", g.n, g.key)
+		b.printf("    %6d x %s\n", g.n, g.key)
 	}
 }
 
@@ -964,7 +968,7 @@ func (b *bench) logSummary(tg *target) {
 			Err   string `json:"error"`
 		}
 		if json.Unmarshal(sc.Bytes(), &l) != nil {
-			levels["non-json"]++
+			levels["non-JSON (goroutine dump)"]++
 			continue
 		}
 		levels[l.Level]++
