@@ -1,7 +1,10 @@
 package proxy
 
 import (
+	"bufio"
 	"context"
+	"io"
+	"net"
 	"net/netip"
 	"strings"
 	"testing"
@@ -404,5 +407,33 @@ func TestDrainLetsTransactionsFinish(t *testing.T) {
 		}
 	case <-time.After(wait):
 		t.Fatal("Drain did not return after the transaction ended")
+	}
+}
+
+// TestCRLFKeepAlive: a double-CRLF ping on a TCP flow gets a CRLF pong
+// (RFC 5626 §3.5.1) and the connection stays usable.
+func TestCRLFKeepAlive(t *testing.T) {
+	tb := newTestBed(t)
+	c, err := net.DialTimeout("tcp", tb.tcp, wait)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(wait))
+	if _, err := c.Write([]byte("\r\n\r\n")); err != nil {
+		t.Fatal(err)
+	}
+	pong := make([]byte, 2)
+	if _, err := io.ReadFull(c, pong); err != nil || string(pong) != "\r\n" {
+		t.Fatalf("pong %q, %v", pong, err)
+	}
+	opt := "OPTIONS sip:" + tb.tcp + ";transport=tcp SIP/2.0\r\nVia: SIP/2.0/TCP " + c.LocalAddr().String() + ";branch=z9hG4bK-ka1\r\n" +
+		"Max-Forwards: 70\r\nFrom: <sip:probe@x>;tag=1\r\nTo: <sip:" + tb.tcp + ">\r\nCall-ID: ka1\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n"
+	if _, err := c.Write([]byte(opt)); err != nil {
+		t.Fatal(err)
+	}
+	line, err := bufio.NewReader(c).ReadString('\n')
+	if err != nil || !strings.HasPrefix(line, "SIP/2.0 200") {
+		t.Fatalf("after the keep-alive: %q, %v", line, err)
 	}
 }
