@@ -28,15 +28,18 @@
 //	SIPWAKE_BENCH_INVITE_RATES    call rates ("500 1000 2000 3000 4000 5000")
 //	SIPWAKE_BENCH_REGISTER_RATES  REGISTER rates ("1000 2000 3000 5000 8000 10000 12000 15000")
 //	SIPWAKE_BENCH_AFTER           wait before the after-load memory sample (10s)
+//	SIPWAKE_BENCH_SETTLE          sipwake's last memory sample, after its last run (40s)
 //	SIPWAKE_BENCH_BUDGET          wall-clock budget of the whole test (12m); rates that
 //	                              would not fit are skipped and reported as such
 //	SIPWAKE_BENCH_ONLY            "invite" or "register" to run one test
 //	SIPWAKE_BENCH_REGISTER_STORE  sipwake's store in the REGISTER test: redis (default) or embedded
 //	SIPWAKE_BENCH_BINARY          a prebuilt sipwake instead of building ./cmd/sipwake
 //
-// At the end of each test sipwake is ended with SIGQUIT, so that its log
-// holds the stack of every goroutine still alive ~10 s after the last run;
-// the most common stacks are printed. Every process listens and sends on
+// When sipwake is done with a test (its last rate, or a failed run), its
+// memory is sampled once more 40 s after its last run (beyond the 32 s
+// transaction timers), then it is ended with SIGQUIT, so that its log
+// holds the stack of every goroutine still alive; the most common stacks
+// are printed. Every process listens and sends on
 // 127.0.0.0/8 only and is stopped by its PID (process group) when the test
 // ends.
 package bench

@@ -52,7 +52,8 @@ type settings struct {
 	only          string
 	users         int
 	maxQuiet      time.Duration
-	retryOther    float64 // other_cpu (% of a core) above which a failed run is repeated once
+	settle        time.Duration // final memory sample of sipwake, after its last run
+	retryOther    float64       // other_cpu (% of a core) above which a failed run is repeated once
 }
 
 func loadSettings(t *testing.T) settings {
@@ -64,6 +65,7 @@ func loadSettings(t *testing.T) settings {
 		budget:        12 * time.Minute,
 		users:         10000,
 		maxQuiet:      10 * time.Second,
+		settle:        40 * time.Second,
 		retryOther:    15,
 	}
 	if v := os.Getenv("SIPWAKE_BENCH_SECS"); v != "" {
@@ -102,6 +104,7 @@ func loadSettings(t *testing.T) settings {
 		return d
 	}
 	s.after = dur("SIPWAKE_BENCH_AFTER", s.after)
+	s.settle = dur("SIPWAKE_BENCH_SETTLE", s.settle)
 	s.budget = dur("SIPWAKE_BENCH_BUDGET", s.budget)
 	s.only = os.Getenv("SIPWAKE_BENCH_ONLY")
 	if s.only != "" && s.only != "invite" && s.only != "register" {
@@ -301,6 +304,11 @@ type target struct {
 	opsURL string // sipwake: ops listener (/metrics)
 	proc   *proc
 	idle   memSample
+	// lastEnd is when its last run's traffic ended; final is a memory
+	// sample taken settle after it (final.at after lastEnd).
+	lastEnd time.Time
+	final   memSample
+	finalAt time.Duration
 	// stepping state
 	stopped string
 	best    int
@@ -643,6 +651,7 @@ func (b *bench) run(t *testing.T, test string, tg *target, rate int, args []stri
 		res.Note = "sipp killed after its time limit"
 	}
 	t1 := time.Now()
+	tg.lastEnd = t1
 	p1 := ticksOf(tg.pids)
 	b1 := busyTicks()
 	d1 := udpRcvbufErrors()
@@ -851,6 +860,13 @@ func (b *bench) table(test string, targets []*target) {
 	for _, tg := range targets {
 		b.printf(" %s %s", tg.name, tg.idle)
 	}
+	b.printf("\nmemory after the load (RSS/PSS MiB):")
+	for _, tg := range targets {
+		if tg.finalAt == 0 && !tg.lastEnd.IsZero() {
+			tg.final, tg.finalAt = b.sampleMem(tg), time.Since(tg.lastEnd).Round(time.Second)
+		}
+		b.printf(" %s %s (%s after its last run)", tg.name, tg.final, tg.finalAt)
+	}
 	b.printf("\n")
 	for _, tg := range targets {
 		stop := tg.stopped
@@ -882,6 +898,12 @@ func (b *bench) goroutineDump(tg *target) {
 	if tg.name != "sipwake" || tg.proc == nil || tg.proc.exited() {
 		return
 	}
+	if wait := time.Until(tg.lastEnd.Add(b.set.settle)); wait > 0 && !tg.lastEnd.IsZero() {
+		time.Sleep(wait)
+	}
+	tg.final, tg.finalAt = b.sampleMem(tg), time.Since(tg.lastEnd).Round(time.Second)
+	b.printf("  sipwake %s after its last run: RSS/PSS %s MiB, %d goroutines, heap_inuse %d MiB (idle before load %s MiB)\n",
+		tg.finalAt, tg.final, tg.final.Goroutines, tg.final.HeapInuse>>20, tg.idle)
 	before, _ := os.ReadFile(tg.log)
 	_ = syscall.Kill(tg.proc.pid(), syscall.SIGQUIT)
 	select {
@@ -940,7 +962,7 @@ func (b *bench) goroutineDump(tg *target) {
 		list = append(list, group{k, n})
 	}
 	sort.Slice(list, func(i, j int) bool { return list[i].n > list[j].n })
-	b.printf("  sipwake goroutines %s after its last run (SIGQUIT dump: %d goroutines), most common stacks:\n", b.set.after, total)
+	b.printf("  sipwake goroutines %s after its last run (SIGQUIT dump: %d goroutines), most common stacks:\n", time.Since(tg.lastEnd).Round(time.Second), total)
 	for i, g := range list {
 		if i == 6 {
 			break
