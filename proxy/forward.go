@@ -105,21 +105,40 @@ func (s *Server) forward(ctx context.Context, r *Request, opt ForwardOptions) {
 	}
 	// The transaction outlives the relay: it still has to ACK a non-2xx
 	// final response (handled on sipgo's goroutine, possibly after the
-	// tap relayed it) and absorb retransmissions. Its own timers end it;
-	// this only bounds a transaction whose peer never answers a CANCEL.
+	// tap relayed it) and absorb retransmissions.
 	defer func() {
 		select {
 		case <-tx.Done():
+			return
 		default:
+		}
+		switch {
+		case !out.IsInvite() && sip.IsReliable(tp):
+			tx.Terminate() // no retransmission to absorb
+		case !out.IsInvite():
+			// sipgo keeps a completed non-INVITE client transaction for
+			// Timer D (32 s); RFC 3261 §17.1.2.2 says Timer K (T4).
+			time.AfterFunc(sip.T4, tx.Terminate)
+		default:
+			// INVITE: sipgo's timers end it (Timer M after a 2xx, RFC
+			// 6026; Timer D after an ACKed failure); this only bounds one
+			// whose peer never answers a CANCEL.
 			time.AfterFunc(sip.Timer_B, tx.Terminate)
 		}
 	}()
 	// The transaction's own response channel must be drained for its
-	// state machine to go on; the responses relayed come from the tap.
+	// state machine to go on (a blocked pass-up would hold its lock); the
+	// responses relayed come from the tap. After the final response
+	// nothing more is passed up (later 2xx go to the retransmission
+	// hook), so the drain ends there instead of living as long as the
+	// transaction.
 	go func() {
 		for {
 			select {
-			case <-tx.Responses():
+			case res := <-tx.Responses():
+				if res != nil && !res.IsProvisional() {
+					return
+				}
 			case <-tx.Done():
 				return
 			}

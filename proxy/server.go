@@ -55,6 +55,9 @@ type Config struct {
 	// FlowKey signs flow tokens; random when empty. Nodes sharing dialogs
 	// must share it.
 	FlowKey []byte
+	// UDPBufferBytes sizes the UDP sockets' kernel buffers (default 4 MiB,
+	// capped by net.core.rmem_max / wmem_max).
+	UDPBufferBytes int
 	// RetryAfter is sent with 503 while draining (default 30s).
 	RetryAfter time.Duration
 	// Logger is the module logger (named "proxy" by the caller).
@@ -112,6 +115,9 @@ func New(cfg Config) (*Server, error) {
 	}
 	if cfg.MaxMessageBytes <= 0 {
 		cfg.MaxMessageBytes = 65535
+	}
+	if cfg.UDPBufferBytes <= 0 {
+		cfg.UDPBufferBytes = 4 << 20
 	}
 	if cfg.RetryAfter <= 0 {
 		cfg.RetryAfter = 30 * time.Second
@@ -227,6 +233,13 @@ func (s *Server) listen(l Listen) error {
 		pc, err := net.ListenPacket("udp", l.Addr)
 		if err != nil {
 			return fmt.Errorf("proxy: listen udp %s: %w", l.Addr, err)
+		}
+		if uc, ok := pc.(*net.UDPConn); ok {
+			// Bursts of requests overflow the kernel's default receive
+			// buffer (about 208 KiB) long before the CPU is busy; the
+			// kernel caps this at net.core.rmem_max.
+			_ = uc.SetReadBuffer(s.cfg.UDPBufferBytes)
+			_ = uc.SetWriteBuffer(s.cfg.UDPBufferBytes)
 		}
 		ln = &listener{network: "UDP", closer: pc.Close}
 		ln.bound = mustAddrPort(pc.LocalAddr())
