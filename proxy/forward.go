@@ -415,40 +415,43 @@ func (s *Server) relayQueued(r *Request, opt ForwardOptions, out *sip.Request, r
 // relayResponse sends a downstream response upstream on the server
 // transaction after removing our Via.
 func (s *Server) relayResponse(r *Request, opt ForwardOptions, res *sip.Response) {
-	out := res.Clone()
-	out.RemoveHeader("Via")
-	if out.Via() == nil {
+	out := upstreamResponse(r, opt, res)
+	if out == nil {
 		return
 	}
-	if opt.OnResponse != nil {
-		if out = opt.OnResponse(out); out == nil {
-			return
-		}
-	}
-	out.SetTransport(r.Transport)
-	out.SetDestination(responseDest(out.Via(), r.Source, r.Transport))
 	if r.answered.Load() && !out.IsSuccess() {
 		return // already answered (CANCEL, Timer C)
 	}
 	r.RespondWith(out)
 }
 
-// relay2xxRetransmission passes a retransmitted 2xx upstream (RFC 6026):
-// through the server transaction while it lives, else straight to the
-// transport.
-func (s *Server) relay2xxRetransmission(r *Request, opt ForwardOptions, res *sip.Response) {
+// upstreamResponse is the copy of a downstream response that goes back to
+// r's sender: without our Via, edited by opt.OnResponse, addressed per the
+// next Via. It returns nil when there is nothing to send.
+func upstreamResponse(r *Request, opt ForwardOptions, res *sip.Response) *sip.Response {
 	out := res.Clone()
 	out.RemoveHeader("Via")
 	if out.Via() == nil {
-		return
+		return nil
 	}
 	if opt.OnResponse != nil {
 		if out = opt.OnResponse(out); out == nil {
-			return
+			return nil
 		}
 	}
 	out.SetTransport(r.Transport)
 	out.SetDestination(responseDest(out.Via(), r.Source, r.Transport))
+	return out
+}
+
+// relay2xxRetransmission passes a retransmitted 2xx upstream (RFC 6026):
+// through the server transaction while it lives, else straight to the
+// transport.
+func (s *Server) relay2xxRetransmission(r *Request, opt ForwardOptions, res *sip.Response) {
+	out := upstreamResponse(r, opt, res)
+	if out == nil {
+		return
+	}
 	s.metrics.response(r.Msg.Method, out.StatusCode, dirOut)
 	if err := r.Tx.Respond(out); err != nil {
 		_ = s.tpl.WriteMsg(out)
