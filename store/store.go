@@ -171,6 +171,18 @@ type Events interface {
 type Store interface {
 	Bindings
 	Events
+	// Secret returns the named secret, creating it with n random bytes
+	// (crypto/rand) if it does not exist yet; every node sharing the store
+	// gets the same bytes, also after restarts. Concurrent first calls
+	// agree on one value.
+	//
+	// It holds the keys that sign binding tokens and flow tokens, so that
+	// every node and every restart derive the same tokens. A secret is
+	// never changed or expired by the store: a call for an existing secret
+	// returns the stored bytes even when n differs from their length (the
+	// caller checks the length if it matters). name must not be empty (it
+	// is compared as raw bytes) and n must be positive.
+	Secret(ctx context.Context, name string, n int) ([]byte, error)
 	// Ping reports whether the backend is reachable (readiness).
 	Ping(ctx context.Context) error
 	// Close releases the backend and closes every subscription channel.

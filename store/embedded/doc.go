@@ -10,6 +10,7 @@
 //	bindings  aorKey(aor) + instance        -> Binding as JSON
 //	tokens    token                         -> aorKey(aor) + instance
 //	expiry    8-byte big-endian unix nanos + aorKey(aor) + instance -> empty
+//	secrets   name                          -> the secret's raw bytes
 //
 // aorKey escapes NUL as 0x00 0xFF and ends with 0x00 0x01, so a bucket
 // cursor walks bindings sorted by AOR then instance, the keys of one AOR

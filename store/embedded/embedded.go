@@ -3,6 +3,7 @@ package embedded
 import (
 	"bytes"
 	"context"
+	"crypto/rand"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -36,6 +37,7 @@ var (
 	bucketBindings = []byte("bindings")
 	bucketTokens   = []byte("tokens")
 	bucketExpiry   = []byte("expiry")
+	bucketSecrets  = []byte("secrets")
 )
 
 // Options configures Open.
@@ -110,7 +112,7 @@ func Open(ctx context.Context, opt Options) (*Store, error) {
 		return nil, fmt.Errorf("embedded store: open %s: %w", opt.Path, err)
 	}
 	err = db.Update(func(tx *bolt.Tx) error {
-		for _, name := range [][]byte{bucketBindings, bucketTokens, bucketExpiry} {
+		for _, name := range [][]byte{bucketBindings, bucketTokens, bucketExpiry, bucketSecrets} {
 			if _, err := tx.CreateBucketIfNotExists(name); err != nil {
 				return err
 			}
@@ -478,6 +480,40 @@ func (s *Store) Subscribe(ctx context.Context) (ch <-chan store.Event, err error
 		return nil, fail("subscribe", err)
 	}
 	return ch, nil
+}
+
+// Secret implements store.Store: it reads the secret from the "secrets"
+// bucket or, when absent, stores n fresh random bytes there, in one write
+// transaction (bbolt runs one at a time, so concurrent first calls agree).
+// The file is fsynced before the new secret is returned.
+func (s *Store) Secret(ctx context.Context, name string, n int) (secret []byte, err error) {
+	defer func() { s.metrics.observe(opSecret, err) }()
+	if err := s.begin(ctx); err != nil {
+		return nil, fail("secret", err)
+	}
+	if name == "" {
+		return nil, errors.New("embedded store: secret: name must not be empty")
+	}
+	if n <= 0 {
+		return nil, fmt.Errorf("embedded store: secret %q: size %d must be positive", name, n)
+	}
+	fresh := make([]byte, n)
+	if _, err := rand.Read(fresh); err != nil {
+		return nil, fail("secret", err)
+	}
+	err = s.db.Update(func(tx *bolt.Tx) error {
+		b := tx.Bucket(bucketSecrets)
+		if v := b.Get([]byte(name)); v != nil {
+			secret = bytes.Clone(v) // v is only valid inside the transaction
+			return nil
+		}
+		secret = fresh
+		return b.Put([]byte(name), fresh)
+	})
+	if err != nil {
+		return nil, fail("secret", err)
+	}
+	return secret, nil
 }
 
 // Ping implements store.Store: it checks the file can be read.

@@ -1,11 +1,13 @@
 package embedded_test
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -39,11 +41,24 @@ func open(t *testing.T, opt embedded.Options) *embedded.Store {
 // events never leave the process. Rather than fake a second node with a
 // wrapper that merely relabels events, the suite runs in SingleNode mode:
 // the two-node tests (events, racing writers) use one store for both roles,
-// which is exactly what the embedded store promises.
+// which is exactly what the embedded store promises. Each test gets one
+// file, so a store it reopens after closing one (a restart) sees the data.
 func TestConformance(t *testing.T) {
+	var mu sync.Mutex
+	paths := map[*testing.T]string{}
+	path := func(t *testing.T) string {
+		mu.Lock()
+		defer mu.Unlock()
+		p, ok := paths[t]
+		if !ok {
+			p = filepath.Join(t.TempDir(), "sipwake.db")
+			paths[t] = p
+		}
+		return p
+	}
 	storetest.RunWithOptions(t, func(t *testing.T, nodeID string) store.Store {
 		return open(t, embedded.Options{
-			Path:          filepath.Join(t.TempDir(), "sipwake.db"),
+			Path:          path(t),
 			NodeID:        nodeID,
 			Registerer:    prometheus.NewRegistry(),
 			SweepInterval: 200 * time.Millisecond,
@@ -204,7 +219,13 @@ func TestErrorMetric(t *testing.T) {
 	if _, err := s.PutBinding(canceled, storetest.Fixture("sip:x@example.com", "i", "t", time.Hour), 0); err == nil {
 		t.Fatal("PutBinding(canceled) succeeded")
 	}
-	for op, want := range map[string]float64{"ping": 1, "put_binding": 1, "delete_binding": 0} {
+	if _, err := s.Secret(canceled, "k", 32); err == nil {
+		t.Fatal("Secret(canceled) succeeded")
+	}
+	if _, err := s.Secret(t.Context(), "k", 32); err != nil {
+		t.Fatalf("Secret: %v", err)
+	}
+	for op, want := range map[string]float64{"ping": 1, "put_binding": 1, "delete_binding": 0, "secret": 1} {
 		labels := map[string]string{"backend": "embedded", "op": op}
 		if got := counter(t, reg, "sipwake_store_errors_total", labels); got != want {
 			t.Errorf("sipwake_store_errors_total%v = %v, want %v", labels, got, want)
@@ -243,4 +264,28 @@ func matches(m *dto.Metric, labels map[string]string) bool {
 		}
 	}
 	return true
+}
+
+func TestSecretSurvivesRestart(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "sipwake.db")
+	s1, err := embedded.Open(t.Context(), embedded.Options{Path: path, NodeID: "n1"})
+	if err != nil {
+		t.Fatalf("Open: %v", err)
+	}
+	v, err := s1.Secret(t.Context(), "binding-token", 32)
+	if err != nil || len(v) != 32 {
+		t.Fatalf("Secret = %d bytes, %v; want 32", len(v), err)
+	}
+	if err := s1.Close(); err != nil {
+		t.Fatalf("Close: %v", err)
+	}
+	s2 := open(t, embedded.Options{Path: path, NodeID: "n2"})
+	got, err := s2.Secret(t.Context(), "binding-token", 32)
+	if err != nil || !bytes.Equal(got, v) {
+		t.Errorf("after restart: Secret = %x, %v; want %x", got, err, v)
+	}
+	// Secrets are not bindings: the binding buckets stay empty.
+	if b, tok, exp, err := s2.Counts(); err != nil || b+tok+exp != 0 {
+		t.Errorf("Counts = %d, %d, %d, %v; want 0 each", b, tok, exp, err)
+	}
 }

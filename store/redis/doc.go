@@ -4,6 +4,9 @@
 // Several sipwake nodes share one Redis: bindings, their token index and
 // binding-change events (Redis pub/sub) all live there. Every multi-key
 // change of an AOR runs as one Lua script on keys that share the AOR's
-// hash tag, so it is atomic in a Cluster as well. README.md describes the
-// key layout and durability choices.
+// hash tag, so it is atomic in a Cluster as well. With a single server or a
+// Sentinel-managed primary that script also maintains the token index and
+// publishes the events, so each write is one round trip; with a Cluster
+// those follow in further round trips. README.md describes the key layout,
+// the write paths, the connection pool and durability choices.
 package redis

@@ -1,5 +1,7 @@
 package redis
 
+import goredis "github.com/redis/go-redis/v9"
+
 // Keys returns the key names the store uses for (aor, instance, token)
 // under prefix, for tests that inspect the layout.
 func Keys(prefix, aor, instance, token string) (aorKey, bindingKey, tokenKey string) {
@@ -9,3 +11,11 @@ func Keys(prefix, aor, instance, token string) (aorKey, bindingKey, tokenKey str
 
 // UniversalOptions exposes the pure options translation.
 var UniversalOptions = universalOptions
+
+// AddHook adds a go-redis hook to the store's client, so that tests can
+// see every command it sends (round trips).
+func (s *Store) AddHook(h goredis.Hook) { s.client.AddHook(h) }
+
+// OneTrip reports whether the store writes in one round trip (not a
+// Cluster client).
+func (s *Store) OneTrip() bool { return s.oneTrip }

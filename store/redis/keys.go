@@ -13,11 +13,14 @@ const DefaultKeyPrefix = "sipwake:"
 //	<p>aor:{A}        ZSET  instance -> expiry (unix ms); PEXPIREAT max expiry
 //	<p>binding:{A}:I  HASH  data (JSON), token, aor, instance; PEXPIREAT expiry
 //	<p>token:T        STRING the binding key name; PXAT the binding's expiry
+//	<p>secret:N       STRING the secret's raw bytes; no expiry
 //	<p>events         pub/sub channel of JSON store.Event
 //
 // A is the AOR with '%', '{' and '}' percent-escaped, so that the hash tag
 // {A} is exactly the AOR (both keys of an AOR land in one Cluster slot) and
-// no AOR/instance pair can produce another pair's key. I and T are raw.
+// no AOR/instance pair can produce another pair's key. I, T and N (a
+// secret name) are raw. In Cluster mode a secret key hashes like any plain
+// key (by its name, or by a {tag} inside it): it is read and written alone.
 type keys struct{ prefix string }
 
 var aorEscaper = strings.NewReplacer("%", "%25", "{", "%7B", "}", "%7D")
@@ -37,7 +40,13 @@ func (k keys) bindingPrefix(aor string) string {
 
 func (k keys) binding(aor, instance string) string { return k.bindingPrefix(aor) + instance }
 
-func (k keys) token(token string) string { return k.prefix + "token:" + token }
+// tokenPrefix is the prefix of every token key (scripts that find a token
+// in a binding build its key from it).
+func (k keys) tokenPrefix() string { return k.prefix + "token:" }
+
+func (k keys) token(token string) string { return k.tokenPrefix() + token }
+
+func (k keys) secret(name string) string { return k.prefix + "secret:" + name }
 
 func (k keys) events() string { return k.prefix + "events" }
 

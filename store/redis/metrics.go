@@ -23,10 +23,11 @@ const (
 	opPing           = "ping"
 	opClose          = "close"
 	opPublish        = "publish"
+	opSecret         = "secret"
 )
 
 var allOps = []string{opPutBinding, opDeleteBinding, opDeleteAOR, opBindings,
-	opBindingByToken, opListBindings, opSubscribe, opPing, opClose, opPublish}
+	opBindingByToken, opListBindings, opSubscribe, opPing, opClose, opPublish, opSecret}
 
 // metrics holds the store's collectors. Both store backends declare the
 // same metric names with the same help, so they can share a registry.

@@ -23,6 +23,18 @@ const (
 	writeTimeout = 3 * time.Second
 )
 
+// Connection pool defaults applied to zero Options fields.
+const (
+	// DefaultPoolSize is the default Options.PoolSize. go-redis's own
+	// default (10 per CPU) left REGISTER bursts waiting for a connection
+	// on small hosts; 64 covers the request path's concurrency.
+	DefaultPoolSize = 64
+	// DefaultMinIdleConns is the default Options.MinIdleConns: a few
+	// connections kept open so that a burst after a quiet period does not
+	// pay for dials and handshakes (TLS, AUTH, CLIENT SETNAME).
+	DefaultMinIdleConns = 4
+)
+
 // Options configures Open. The mode follows go-redis NewUniversalClient:
 // SentinelMaster set → Sentinel (Addresses are the sentinels); else several
 // Addresses or Cluster → Cluster (Addresses are seed nodes); else a single
@@ -54,6 +66,15 @@ type Options struct {
 	NodeID string
 	// Registerer receives the store's metrics; nil registers nothing.
 	Registerer prometheus.Registerer
+	// PoolSize caps the connections the client keeps to the server (to
+	// each primary in Cluster mode); a call waits for a free one beyond
+	// that. Zero means DefaultPoolSize; negative is refused. Subscriptions
+	// use connections of their own, outside the pool.
+	PoolSize int
+	// MinIdleConns is how many idle connections the pool keeps open ahead
+	// of demand (per primary in Cluster mode), at most PoolSize. Zero means
+	// DefaultMinIdleConns; negative means none.
+	MinIdleConns int
 }
 
 // isCluster reports whether opt selects Cluster mode.
@@ -87,7 +108,21 @@ func universalOptions(opt Options) (*goredis.UniversalOptions, error) {
 		return nil, errors.New("db must be 0 in cluster mode")
 	case opt.DB < 0:
 		return nil, errors.New("db must not be negative")
+	case opt.PoolSize < 0:
+		return nil, errors.New("pool size must not be negative")
 	}
+	poolSize := opt.PoolSize
+	if poolSize == 0 {
+		poolSize = DefaultPoolSize
+	}
+	minIdle := opt.MinIdleConns
+	switch {
+	case minIdle == 0:
+		minIdle = DefaultMinIdleConns
+	case minIdle < 0:
+		minIdle = 0
+	}
+	minIdle = min(minIdle, poolSize)
 	return &goredis.UniversalOptions{
 		Addrs:                 slices.Clone(opt.Addresses),
 		ClientName:            clientName(opt.NodeID),
@@ -101,6 +136,8 @@ func universalOptions(opt Options) (*goredis.UniversalOptions, error) {
 		ReadTimeout:           readTimeout,
 		WriteTimeout:          writeTimeout,
 		ContextTimeoutEnabled: true,
+		PoolSize:              poolSize,
+		MinIdleConns:          minIdle,
 	}, nil
 }
 

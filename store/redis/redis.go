@@ -2,6 +2,7 @@ package redis
 
 import (
 	"context"
+	"crypto/rand"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -28,6 +29,10 @@ type Store struct {
 	keys    keys
 	node    string
 	metrics *metrics
+	// oneTrip: every key lives on one server (not a Cluster client), so
+	// each write is one script that also maintains the token index and
+	// publishes the events (see scripts.go).
+	oneTrip bool
 
 	closed    atomic.Bool
 	closeOnce sync.Once
@@ -58,11 +63,13 @@ func Open(ctx context.Context, opt Options) (*Store, error) {
 		_ = client.Close()
 		return nil, fmt.Errorf("redis store: open: ping %s: %w", strings.Join(opt.Addresses, ","), err)
 	}
+	_, cluster := client.(*goredis.ClusterClient)
 	return &Store{
 		client:  client,
 		keys:    keys{prefix: opt.prefix()},
 		node:    opt.NodeID,
 		metrics: m,
+		oneTrip: !cluster,
 		done:    make(chan struct{}),
 	}, nil
 }
@@ -112,12 +119,18 @@ func str(v any) (string, bool) {
 	return s, ok
 }
 
-// PutBinding implements store.Bindings with one Lua script on the AOR's
-// slot; the token index (another slot) is updated right after, and
-// BindingByToken checks the binding it points at, so a lookup between the
-// two steps finds nothing rather than something wrong. The events are
-// published last; a failed PUBLISH is counted (op "publish") but does not
-// fail the put, which has happened.
+// PutBinding implements store.Bindings.
+//
+// With a single server or a Sentinel-managed primary it is one round trip:
+// one Lua script stores the binding, points its token at it, unlinks the
+// replaced binding's old token and publishes the events, atomically.
+//
+// With a Cluster the script runs on the AOR's slot; the token index
+// (another slot) is updated right after, and BindingByToken checks the
+// binding it points at, so a lookup between the two steps finds nothing
+// rather than something wrong. The events are published last; a failed
+// PUBLISH is counted (op "publish") but does not fail the put, which has
+// happened.
 func (s *Store) PutBinding(ctx context.Context, b store.Binding, max int) (prev *store.Binding, err error) {
 	defer func() { s.metrics.observe(opPutBinding, err) }()
 	if err := s.begin(ctx); err != nil {
@@ -132,10 +145,29 @@ func (s *Store) PutBinding(ctx context.Context, b store.Binding, max int) (prev 
 	}
 	now := time.Now()
 	bkey := s.keys.binding(b.AOR, b.Instance)
-	res, err := putScript.Run(ctx, s.client,
-		[]string{s.keys.aor(b.AOR), bkey},
-		ms(now), ms(b.Expires), max, b.Instance, b.Token, data, b.AOR, s.keys.bindingPrefix(b.AOR),
-	).Slice()
+	scriptKeys := []string{s.keys.aor(b.AOR), bkey}
+	args := []any{ms(now), ms(b.Expires), max, b.Instance, b.Token, data, b.AOR, s.keys.bindingPrefix(b.AOR)}
+	script := putScript
+	if s.oneTrip {
+		script = putOneScript
+		if b.Token != "" {
+			scriptKeys = append(scriptKeys, s.keys.token(b.Token))
+		}
+		link := "0"
+		if b.Token != "" && b.Live(now) {
+			link = "1"
+		}
+		put, err := json.Marshal(s.event(store.EventBindingPut, b.AOR, b.Instance))
+		if err != nil {
+			return nil, fail("put binding", err)
+		}
+		head, tail, err := s.deletedEventParts(b.AOR)
+		if err != nil {
+			return nil, fail("put binding", err)
+		}
+		args = append(args, s.keys.tokenPrefix(), link, s.keys.events(), put, head, tail)
+	}
+	res, err := script.Run(ctx, s.client, scriptKeys, args...).Slice()
 	if err != nil {
 		return nil, fail("put binding", err)
 	}
@@ -153,6 +185,9 @@ func (s *Store) PutBinding(ctx context.Context, b store.Binding, max int) (prev 
 		if p.Live(now) {
 			prev = &p
 		}
+	}
+	if s.oneTrip {
+		return prev, nil
 	}
 	// The binding is stored: finish the token index and the events even if
 	// the caller gives up now.
@@ -176,6 +211,24 @@ func (s *Store) PutBinding(ctx context.Context, b store.Binding, max int) (prev 
 	events = append(events, s.event(store.EventBindingPut, b.AOR, b.Instance))
 	s.publish(ctx, events...)
 	return prev, nil
+}
+
+// deletedEventParts returns the JSON of an EventBindingDeleted of aor by
+// this node before and after the instance, for the one-trip scripts, which
+// insert the instance themselves (cjson.encode). Decoded, the result equals
+// json.Marshal of the store.Event.
+func (s *Store) deletedEventParts(aor string) (head, tail string, err error) {
+	a, err := json.Marshal(aor)
+	if err != nil {
+		return "", "", err
+	}
+	n, err := json.Marshal(s.node)
+	if err != nil {
+		return "", "", err
+	}
+	head = `{"kind":"` + string(store.EventBindingDeleted) + `","aor":` + string(a) + `,"instance":`
+	tail = `,"node":` + string(n) + `}`
+	return head, tail, nil
 }
 
 // linkToken points b's token at its binding key until the binding expires.
@@ -209,19 +262,36 @@ func (s *Store) publish(ctx context.Context, events ...store.Event) {
 	s.metrics.observe(opPublish, err)
 }
 
-// DeleteBinding implements store.Bindings.
+// DeleteBinding implements store.Bindings. With a single server or a
+// Sentinel-managed primary it is one round trip (the script also unlinks
+// the token and publishes the event); with a Cluster the token is unlinked
+// and the event published after the script.
 func (s *Store) DeleteBinding(ctx context.Context, aor, instance string) (err error) {
 	defer func() { s.metrics.observe(opDeleteBinding, err) }()
 	if err := s.begin(ctx); err != nil {
 		return fail("delete binding", err)
 	}
 	bkey := s.keys.binding(aor, instance)
-	res, err := deleteScript.Run(ctx, s.client, []string{s.keys.aor(aor), bkey}, ms(time.Now()), instance).Slice()
+	scriptKeys := []string{s.keys.aor(aor), bkey}
+	args := []any{ms(time.Now()), instance}
+	script := deleteScript
+	if s.oneTrip {
+		ev, err := json.Marshal(s.event(store.EventBindingDeleted, aor, instance))
+		if err != nil {
+			return fail("delete binding", err)
+		}
+		script = deleteOneScript
+		args = append(args, s.keys.tokenPrefix(), s.keys.events(), ev)
+	}
+	res, err := script.Run(ctx, s.client, scriptKeys, args...).Slice()
 	if errors.Is(err, goredis.Nil) {
 		return store.ErrNotFound
 	}
 	if err != nil {
 		return fail("delete binding", err)
+	}
+	if s.oneTrip {
+		return nil
 	}
 	ctx, cancel := afterWrite(ctx)
 	defer cancel()
@@ -236,15 +306,31 @@ func (s *Store) DeleteBinding(ctx context.Context, aor, instance string) (err er
 	return nil
 }
 
-// DeleteAOR implements store.Bindings.
+// DeleteAOR implements store.Bindings. With a single server or a
+// Sentinel-managed primary it is one round trip (the script also unlinks
+// the tokens and publishes the events); with a Cluster the tokens are
+// unlinked one by one and the events published after the script.
 func (s *Store) DeleteAOR(ctx context.Context, aor string) (n int, err error) {
 	defer func() { s.metrics.observe(opDeleteAOR, err) }()
 	if err := s.begin(ctx); err != nil {
 		return 0, fail("delete aor", err)
 	}
-	res, err := deleteAORScript.Run(ctx, s.client, []string{s.keys.aor(aor)}, ms(time.Now()), s.keys.bindingPrefix(aor)).Slice()
+	args := []any{ms(time.Now()), s.keys.bindingPrefix(aor)}
+	script := deleteAORScript
+	if s.oneTrip {
+		head, tail, err := s.deletedEventParts(aor)
+		if err != nil {
+			return 0, fail("delete aor", err)
+		}
+		script = deleteAOROneScript
+		args = append(args, s.keys.tokenPrefix(), s.keys.events(), head, tail)
+	}
+	res, err := script.Run(ctx, s.client, []string{s.keys.aor(aor)}, args...).Slice()
 	if err != nil {
 		return 0, fail("delete aor", err)
+	}
+	if s.oneTrip {
+		return len(res) / 2, nil
 	}
 	ctx, cancel := afterWrite(ctx)
 	defer cancel()
@@ -460,6 +546,52 @@ func (s *Store) Subscribe(ctx context.Context) (_ <-chan store.Event, err error)
 		}
 	}()
 	return out, nil
+}
+
+// secretTries bounds Secret's attempts when the key vanishes between its
+// SET NX and its GET (deleted by hand, or a Cluster reshard reordering).
+const secretTries = 3
+
+// Secret implements store.Store with the string key <prefix>secret:<name>,
+// never expired: SET NX of n fresh random bytes, then GET, pipelined in one
+// round trip. Whoever's SET NX lands first defines the secret; every caller
+// returns what GET reads.
+func (s *Store) Secret(ctx context.Context, name string, n int) (secret []byte, err error) {
+	defer func() { s.metrics.observe(opSecret, err) }()
+	if err := s.begin(ctx); err != nil {
+		return nil, fail("secret", err)
+	}
+	if name == "" {
+		return nil, errors.New("redis store: secret: name must not be empty")
+	}
+	if n <= 0 {
+		return nil, fmt.Errorf("redis store: secret %q: size %d must be positive", name, n)
+	}
+	fresh := make([]byte, n)
+	if _, err := rand.Read(fresh); err != nil {
+		return nil, fail("secret", err)
+	}
+	key := s.keys.secret(name)
+	for range secretTries {
+		var get *goredis.StringCmd
+		_, err := s.client.Pipelined(ctx, func(p goredis.Pipeliner) error {
+			p.SetNX(ctx, key, fresh, 0)
+			get = p.Get(ctx, key)
+			return nil
+		})
+		if err != nil && !errors.Is(err, goredis.Nil) {
+			return nil, fail("secret", err)
+		}
+		secret, err = get.Bytes()
+		if errors.Is(err, goredis.Nil) {
+			continue
+		}
+		if err != nil {
+			return nil, fail("secret", err)
+		}
+		return secret, nil
+	}
+	return nil, fail("secret", fmt.Errorf("secret %q vanished after SET NX %d times", name, secretTries))
 }
 
 // Ping implements store.Store with PING.

@@ -58,6 +58,26 @@ func TestConformance(t *testing.T) {
 // and the keys a script builds itself are checked here with CLUSTER KEYSLOT
 // (a single node owns every slot, so it would not notice those).
 func TestConformanceCluster(t *testing.T) {
+	addr := startCluster(t)
+	c := goredis.NewClient(&goredis.Options{Addr: addr})
+	defer c.Close()
+	ctx := t.Context()
+	// The keys of one AOR share a slot even for AORs with braces.
+	for _, aor := range []string{"sip:alice@example.com", "sip:a}b@x", "sip:{a}@x"} {
+		ak, bk, _ := redis.Keys("sipwake:", aor, "inst}{", "tok")
+		s1, _ := c.ClusterKeySlot(ctx, ak).Result()
+		s2, _ := c.ClusterKeySlot(ctx, bk).Result()
+		if s1 != s2 {
+			t.Errorf("aor %q: AOR set in slot %d, binding in slot %d", aor, s1, s2)
+		}
+	}
+	storetest.Run(t, openFunc([]string{addr}, true))
+}
+
+// startCluster starts a one-node Redis Cluster holding every slot and
+// returns its address once the cluster state is ok.
+func startCluster(t *testing.T) string {
+	t.Helper()
 	addr := storetest.StartRedis(t, "--cluster-enabled", "yes", "--cluster-announce-ip", "127.0.0.1")
 	c := goredis.NewClient(&goredis.Options{Addr: addr})
 	defer c.Close()
@@ -76,16 +96,7 @@ func TestConformanceCluster(t *testing.T) {
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
-	// The keys of one AOR share a slot even for AORs with braces.
-	for _, aor := range []string{"sip:alice@example.com", "sip:a}b@x", "sip:{a}@x"} {
-		ak, bk, _ := redis.Keys("sipwake:", aor, "inst}{", "tok")
-		s1, _ := c.ClusterKeySlot(ctx, ak).Result()
-		s2, _ := c.ClusterKeySlot(ctx, bk).Result()
-		if s1 != s2 {
-			t.Errorf("aor %q: AOR set in slot %d, binding in slot %d", aor, s1, s2)
-		}
-	}
-	storetest.Run(t, openFunc([]string{addr}, true))
+	return addr
 }
 
 func TestOpenUnreachable(t *testing.T) {
@@ -151,7 +162,29 @@ func TestUniversalOptions(t *testing.T) {
 				if !uo.ContextTimeoutEnabled || uo.DialTimeout == 0 || uo.ReadTimeout == 0 {
 					t.Errorf("timeouts not set: %+v", uo)
 				}
+				if uo.PoolSize != redis.DefaultPoolSize || uo.MinIdleConns != redis.DefaultMinIdleConns {
+					t.Errorf("pool %d/%d idle, want defaults %d/%d", uo.PoolSize, uo.MinIdleConns, redis.DefaultPoolSize, redis.DefaultMinIdleConns)
+				}
 			}},
+		{name: "pool size set, no idle connections", opt: redis.Options{Addresses: []string{"r:6379"}, NodeID: "n", PoolSize: 8, MinIdleConns: -1},
+			wantAddrs: 1, wantClient: "single", check: func(t *testing.T, uo *goredis.UniversalOptions) {
+				if uo.PoolSize != 8 || uo.MinIdleConns != 0 {
+					t.Errorf("pool %d/%d idle, want 8/0", uo.PoolSize, uo.MinIdleConns)
+				}
+			}},
+		{name: "idle connections capped by pool size", opt: redis.Options{Addresses: []string{"r:6379"}, NodeID: "n", PoolSize: 2},
+			wantAddrs: 1, wantClient: "single", check: func(t *testing.T, uo *goredis.UniversalOptions) {
+				if uo.PoolSize != 2 || uo.MinIdleConns != 2 {
+					t.Errorf("pool %d/%d idle, want 2/2", uo.PoolSize, uo.MinIdleConns)
+				}
+			}},
+		{name: "cluster pool per node", opt: redis.Options{Addresses: []string{"c1:6379", "c2:6379"}, NodeID: "n", MinIdleConns: 1},
+			wantAddrs: 2, wantClient: "cluster", check: func(t *testing.T, uo *goredis.UniversalOptions) {
+				if uo.PoolSize != redis.DefaultPoolSize || uo.MinIdleConns != 1 {
+					t.Errorf("pool %d/%d idle, want %d/1", uo.PoolSize, uo.MinIdleConns, redis.DefaultPoolSize)
+				}
+			}},
+		{name: "negative pool size", opt: redis.Options{Addresses: []string{"r:6379"}, NodeID: "n", PoolSize: -1}, wantErr: "pool size"},
 		{name: "sentinel", opt: redis.Options{Addresses: []string{"s1:26379", "s2:26379", "s3:26379"}, SentinelMaster: "mymaster", DB: 1, NodeID: "n"},
 			wantMaster: "mymaster", wantAddrs: 3, wantClient: "single"},
 		{name: "cluster by several addresses", opt: redis.Options{Addresses: []string{"c1:6379", "c2:6379"}, NodeID: "n"},
@@ -186,8 +219,12 @@ func TestUniversalOptions(t *testing.T) {
 			if uo.MasterName != tc.wantMaster || len(uo.Addrs) != tc.wantAddrs {
 				t.Errorf("MasterName %q, %d addrs; want %q, %d", uo.MasterName, len(uo.Addrs), tc.wantMaster, tc.wantAddrs)
 			}
-			// What go-redis builds from it (no connection is made).
-			c := goredis.NewUniversalClient(uo)
+			// What go-redis builds from it. No connection is made: idle
+			// connections (MinIdleConns) would be dialled at once, so the
+			// copy built here keeps none.
+			built := *uo
+			built.MinIdleConns = 0
+			c := goredis.NewUniversalClient(&built)
 			defer c.Close()
 			got := "single"
 			if _, ok := c.(*goredis.ClusterClient); ok {
@@ -228,7 +265,13 @@ func TestErrorMetric(t *testing.T) {
 	if err := s.Ping(canceled); !errors.Is(err, context.Canceled) {
 		t.Fatalf("Ping(canceled) = %v, want context.Canceled", err)
 	}
-	for op, want := range map[string]float64{"ping": 1, "put_binding": 0, "delete_binding": 0} {
+	if _, err := s.Secret(canceled, "k", 32); !errors.Is(err, context.Canceled) {
+		t.Fatalf("Secret(canceled) = %v, want context.Canceled", err)
+	}
+	if _, err := s.Secret(t.Context(), "k", 32); err != nil {
+		t.Fatalf("Secret: %v", err)
+	}
+	for op, want := range map[string]float64{"ping": 1, "put_binding": 0, "delete_binding": 0, "secret": 1} {
 		labels := map[string]string{"backend": "redis", "op": op}
 		if got := counter(t, reg, "sipwake_store_errors_total", labels); got != want {
 			t.Errorf("sipwake_store_errors_total%v = %v, want %v", labels, got, want)

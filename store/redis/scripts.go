@@ -11,6 +11,26 @@ import goredis "github.com/redis/go-redis/v9"
 // Redis itself only fails such an access when the slot is not local).
 // Scores and "now" are unix milliseconds; a member is live while its score
 // is greater than now.
+//
+// The write scripts come in two variants sharing one body:
+//
+//   - the Cluster variant (putScript, deleteScript, deleteAORScript) touches
+//     the AOR's slot only; the caller then updates the token index (keys in
+//     other slots) and publishes the events, in further round trips;
+//   - the one-trip variant (putOneScript, deleteOneScript,
+//     deleteAOROneScript), used with a single server or a Sentinel-managed
+//     primary, where every key lives on one server, also writes or unlinks
+//     the token keys and publishes the events itself, so each write is one
+//     round trip. It declares b's token key in KEYS; the token keys it finds
+//     in stored bindings (a replaced or deleted binding's token) it builds
+//     from the token-key prefix, which only a non-Cluster server allows.
+//
+// Event payloads are built by the caller (json.Marshal of store.Event);
+// for an instance only the script knows (a binding dropped for its token,
+// a binding removed with its AOR) the caller passes the JSON before and
+// after the instance and the script inserts cjson.encode(instance). The
+// subscriber decodes both alike (bytes that are not UTF-8 become U+FFFD,
+// as with json.Marshal).
 
 // putScript stores one binding.
 //
@@ -22,7 +42,42 @@ import goredis "github.com/redis/go-redis/v9"
 // bindings with the same token, replaces the binding and sets expiries.
 // Reply: {"too_many"} or {"ok", prev data|nil, prev token|nil, {dropped
 // instance...}}.
-var putScript = goredis.NewScript(`
+var putScript = goredis.NewScript(putBody + `
+return {'ok', prev, prevtok, dropped}
+`)
+
+// putOneScript is putScript plus the token index and the events.
+//
+//	KEYS[1] AOR set            KEYS[2] binding key    KEYS[3] token key (when token ~= '')
+//	ARGV[1..8]  as putScript
+//	ARGV[9]  token-key prefix  ARGV[10] "1" to point the token key at the binding
+//	ARGV[11] events channel    ARGV[12] the put event
+//	ARGV[13], ARGV[14] a deleted event's JSON before and after the instance
+//
+// After putScript's work it sets the token key (PXAT the binding's expiry)
+// when asked, unlinks the replaced binding's other token while it still
+// points at this binding, and publishes a deleted event per dropped
+// binding, then the put event. The reply is putScript's.
+var putOneScript = goredis.NewScript(putBody + `
+if tok ~= '' and ARGV[10] == '1' then
+  redis.call('SET', KEYS[3], bkey, 'PXAT', exp)
+end
+if prevtok and prevtok ~= '' and prevtok ~= tok then
+  local pk = ARGV[9] .. prevtok
+  if redis.call('GET', pk) == bkey then
+    redis.call('DEL', pk)
+  end
+end
+for _, m in ipairs(dropped) do
+  redis.call('PUBLISH', ARGV[11], ARGV[13] .. cjson.encode(m) .. ARGV[14])
+end
+redis.call('PUBLISH', ARGV[11], ARGV[12])
+return {'ok', prev, prevtok, dropped}
+`)
+
+// putBody is the part putScript and putOneScript share: everything but the
+// final reply.
+const putBody = `
 local zkey, bkey = KEYS[1], KEYS[2]
 local now, exp, max = tonumber(ARGV[1]), ARGV[2], tonumber(ARGV[3])
 local inst, tok, data, aor, bprefix = ARGV[4], ARGV[5], ARGV[6], ARGV[7], ARGV[8]
@@ -57,8 +112,7 @@ local last = redis.call('ZRANGE', zkey, -1, -1, 'WITHSCORES')
 if last[2] then
   redis.call('PEXPIREAT', zkey, last[2])
 end
-return {'ok', prev, prevtok, dropped}
-`)
+`
 
 // deleteScript removes one binding.
 //
@@ -67,7 +121,32 @@ return {'ok', prev, prevtok, dropped}
 //
 // Reply: {token} when a live binding was removed, nil otherwise (an expired
 // leftover is removed too).
-var deleteScript = goredis.NewScript(`
+var deleteScript = goredis.NewScript(deleteBody + `
+return {f[2] or ''}
+`)
+
+// deleteOneScript is deleteScript plus the token index and the event.
+//
+//	KEYS, ARGV[1..2] as deleteScript
+//	ARGV[3] token-key prefix   ARGV[4] events channel   ARGV[5] the event
+//
+// When it removed a live binding it unlinks the binding's token key while
+// that still points at the binding, and publishes the event. The reply is
+// deleteScript's.
+var deleteOneScript = goredis.NewScript(deleteBody + `
+local tok = f[2] or ''
+if tok ~= '' then
+  local tk = ARGV[3] .. tok
+  if redis.call('GET', tk) == KEYS[2] then
+    redis.call('DEL', tk)
+  end
+end
+redis.call('PUBLISH', ARGV[4], ARGV[5])
+return {tok}
+`)
+
+// deleteBody removes the binding and returns false unless it was live.
+const deleteBody = `
 local f = redis.call('HMGET', KEYS[2], 'data', 'token')
 local score = redis.call('ZSCORE', KEYS[1], ARGV[2])
 redis.call('ZREM', KEYS[1], ARGV[2])
@@ -75,8 +154,7 @@ redis.call('DEL', KEYS[2])
 if not f[1] or not score or tonumber(score) <= tonumber(ARGV[1]) then
   return false
 end
-return {f[2] or ''}
-`)
+`
 
 // deleteAORScript removes every binding of an AOR.
 //
@@ -84,7 +162,35 @@ return {f[2] or ''}
 //	ARGV    now, binding-key prefix
 //
 // Reply: {instance, token, ...} of the live bindings removed.
-var deleteAORScript = goredis.NewScript(`
+var deleteAORScript = goredis.NewScript(deleteAORBody + `
+return out
+`)
+
+// deleteAOROneScript is deleteAORScript plus the token index and the events.
+//
+//	KEYS, ARGV[1..2] as deleteAORScript
+//	ARGV[3] token-key prefix   ARGV[4] events channel
+//	ARGV[5], ARGV[6] a deleted event's JSON before and after the instance
+//
+// For each live binding removed, in order, it unlinks the binding's token
+// key while that still points at the binding and publishes a deleted
+// event. The reply is deleteAORScript's.
+var deleteAOROneScript = goredis.NewScript(deleteAORBody + `
+for i = 1, #out, 2 do
+  local tok = out[i + 1]
+  if tok ~= '' then
+    local tk = ARGV[3] .. tok
+    if redis.call('GET', tk) == ARGV[2] .. out[i] then
+      redis.call('DEL', tk)
+    end
+  end
+  redis.call('PUBLISH', ARGV[4], ARGV[5] .. cjson.encode(out[i]) .. ARGV[6])
+end
+return out
+`)
+
+// deleteAORBody removes the AOR's bindings and collects the live ones in out.
+const deleteAORBody = `
 local out = {}
 local ms = redis.call('ZRANGE', KEYS[1], 0, -1, 'WITHSCORES')
 for i = 1, #ms, 2 do
@@ -97,8 +203,7 @@ for i = 1, #ms, 2 do
   end
 end
 redis.call('DEL', KEYS[1])
-return out
-`)
+`
 
 // bindingsScript reads the live bindings of an AOR in one consistent step
 // and prunes expired members.

@@ -1,6 +1,7 @@
 package storetest
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -20,7 +21,10 @@ import (
 // for several nodes sharing one backend), and stores opened under different
 // tests must not share data (the suite runs its tests in parallel). The
 // function closes the store in t.Cleanup; the suite may close a store
-// itself before, so Close must be idempotent.
+// itself before, so Close must be idempotent. A store opened under t after
+// the suite closed the previous one stands for a restarted node: it must
+// see the data too (for a file-backed store, open the same file for the
+// same t).
 type OpenFunc func(t *testing.T, nodeID string) store.Store
 
 // Options adapts the suite to a backend's capabilities.
@@ -71,6 +75,9 @@ func RunWithOptions(t *testing.T, open OpenFunc, opt Options) {
 		{"SubscribeCancel", s.testSubscribeCancel},
 		{"Close", s.testClose},
 		{"Ping", s.testPing},
+		{"Secret", s.testSecret},
+		{"SecretRestart", s.testSecretRestart},
+		{"SecretConcurrentCreate", s.testSecretRace},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -855,6 +862,7 @@ func (s *suite) testClose(t *testing.T) {
 		{"Bindings", func() error { _, err := st.Bindings(ctx(t), "sip:kim@example.com"); return err }()},
 		{"BindingByToken", func() error { _, err := st.BindingByToken(ctx(t), "tok-a"); return err }()},
 		{"Subscribe", func() error { _, err := st.Subscribe(ctx(t)); return err }()},
+		{"Secret", func() error { _, err := st.Secret(ctx(t), "s", 32); return err }()},
 	}
 	for _, c := range checks {
 		if !errors.Is(c.err, store.ErrClosed) {
@@ -867,5 +875,120 @@ func (s *suite) testPing(t *testing.T) {
 	st := s.open(t, NodeA)
 	if err := st.Ping(ctx(t)); err != nil {
 		t.Fatalf("Ping: %v", err)
+	}
+}
+
+// secret calls Secret and fails the test on error.
+func secret(t *testing.T, st store.Store, name string, n int) []byte {
+	t.Helper()
+	v, err := st.Secret(ctx(t), name, n)
+	if err != nil {
+		t.Fatalf("Secret(%q, %d): %v", name, n, err)
+	}
+	return v
+}
+
+func (s *suite) testSecret(t *testing.T) {
+	a, b, _ := s.nodes(t)
+	const n = 32
+	v := secret(t, a, "binding-token", n)
+	if len(v) != n {
+		t.Fatalf("new secret has %d bytes, want %d", len(v), n)
+	}
+	if bytes.Equal(v, make([]byte, n)) {
+		t.Fatal("new secret is all zero bytes")
+	}
+	if again := secret(t, a, "binding-token", n); !bytes.Equal(again, v) {
+		t.Errorf("second Secret on the same node = %x, want %x", again, v)
+	}
+	if other := secret(t, b, "binding-token", n); !bytes.Equal(other, v) {
+		t.Errorf("Secret on the second node = %x, want %x", other, v)
+	}
+	// The caller may keep and change what it got.
+	got := secret(t, a, "binding-token", n)
+	got[0] ^= 0xff
+	if again := secret(t, a, "binding-token", n); !bytes.Equal(again, v) {
+		t.Errorf("Secret after the caller changed its copy = %x, want %x", again, v)
+	}
+	// An existing secret is returned as stored, whatever size is asked.
+	for _, m := range []int{16, 64} {
+		if got := secret(t, b, "binding-token", m); !bytes.Equal(got, v) {
+			t.Errorf("Secret(n=%d) of a %d-byte secret = %x, want the stored %x", m, n, got, v)
+		}
+	}
+	// Names are distinct secrets, compared as raw bytes.
+	seen := map[string]string{string(v): "binding-token"}
+	for _, name := range []string{"flow-token", "Binding-token", "binding-token\x00", "{binding-token}", "ü/*?"} {
+		w := secret(t, a, name, 64)
+		if len(w) != 64 {
+			t.Errorf("Secret(%q, 64) has %d bytes", name, len(w))
+		}
+		if prev, dup := seen[string(w)]; dup {
+			t.Errorf("secrets %q and %q are equal", prev, name)
+		}
+		seen[string(w)] = name
+		if got := secret(t, b, name, 64); !bytes.Equal(got, w) {
+			t.Errorf("Secret(%q) on the second node differs", name)
+		}
+	}
+	for _, bad := range []struct {
+		name string
+		n    int
+	}{{"", 32}, {"x", 0}, {"x", -1}} {
+		if w, err := a.Secret(ctx(t), bad.name, bad.n); err == nil {
+			t.Errorf("Secret(%q, %d) = %x, want an error", bad.name, bad.n, w)
+		}
+	}
+}
+
+func (s *suite) testSecretRestart(t *testing.T) {
+	st := s.open(t, NodeA)
+	v := secret(t, st, "flow-token", 32)
+	if err := st.Close(); err != nil {
+		t.Fatalf("Close: %v", err)
+	}
+	st = s.open(t, NodeA)
+	if got := secret(t, st, "flow-token", 32); !bytes.Equal(got, v) {
+		t.Errorf("Secret after reopening = %x, want %x", got, v)
+	}
+}
+
+func (s *suite) testSecretRace(t *testing.T) {
+	a, b, _ := s.nodes(t)
+	const (
+		callers = 10
+		n       = 32
+	)
+	c := ctx(t)
+	got := make([][]byte, callers)
+	start := make(chan struct{})
+	var wg sync.WaitGroup
+	for i := range callers {
+		st := a
+		if i%2 == 1 {
+			st = b
+		}
+		wg.Go(func() {
+			<-start
+			v, err := st.Secret(c, "race", n)
+			if err != nil {
+				t.Errorf("Secret (caller %d): %v", i, err)
+				return
+			}
+			got[i] = v
+		})
+	}
+	close(start)
+	wg.Wait()
+	if t.Failed() {
+		return
+	}
+	for i, v := range got {
+		if len(v) != n || !bytes.Equal(v, got[0]) {
+			t.Errorf("caller %d got %x, caller 0 got %x: concurrent first calls disagree", i, v, got[0])
+		}
+	}
+	if v := secret(t, a, "race", n); !bytes.Equal(v, got[0]) {
+		t.Errorf("Secret after the race = %x, want %x", v, got[0])
 	}
 }
