@@ -5,6 +5,7 @@ package registrar
 // sipwake's masqueraded contact.
 
 import (
+	"crypto/hmac"
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/base32"
@@ -276,6 +277,20 @@ func NewBindingToken() string {
 	var b [16]byte
 	_, _ = rand.Read(b[:]) // never fails (crypto/rand crashes the program instead)
 	return bindingTokenEncoding.EncodeToString(b[:])
+}
+
+// BindingToken derives the binding token of a device from a secret key:
+// HMAC-SHA256(key, aor NUL identity), the first 128 bits, in the same
+// encoding as NewBindingToken. The same device under the same AOR always
+// gets the same token, so its contact at the PBX is replaced rather than
+// duplicated when it registers again, on any node and after restarts,
+// with no store lookup; without the key it cannot be guessed.
+func BindingToken(key []byte, aor, identity string) string {
+	m := hmac.New(sha256.New, key)
+	m.Write([]byte(aor))
+	m.Write([]byte{0})
+	m.Write([]byte(identity))
+	return bindingTokenEncoding.EncodeToString(m.Sum(nil)[:16])
 }
 
 // IsBindingToken reports whether s has the shape of a NewBindingToken, so a

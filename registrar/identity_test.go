@@ -180,3 +180,25 @@ func TestNewBindingToken(t *testing.T) {
 		}
 	}
 }
+
+func TestBindingTokenDerived(t *testing.T) {
+	k1, k2 := []byte("key one, 32 bytes long.........."), []byte("key two, 32 bytes long..........")
+	a := BindingToken(k1, "sip:1001@pbx.test", "urn:uuid:0001")
+	if a != BindingToken(k1, "sip:1001@pbx.test", "urn:uuid:0001") {
+		t.Fatal("same key, aor and device gave two tokens")
+	}
+	if !IsBindingToken(a) {
+		t.Fatalf("derived token %q does not have the token shape", a)
+	}
+	for _, other := range []string{
+		BindingToken(k2, "sip:1001@pbx.test", "urn:uuid:0001"),
+		BindingToken(k1, "sip:1002@pbx.test", "urn:uuid:0001"),
+		BindingToken(k1, "sip:1001@pbx.test", "urn:uuid:0002"),
+		// the separator keeps aor and identity apart
+		BindingToken(k1, "sip:1001@pbx.tes", "turn:uuid:0001"),
+	} {
+		if other == a {
+			t.Errorf("distinct inputs gave the same token %q", a)
+		}
+	}
+}

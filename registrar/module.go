@@ -45,16 +45,32 @@ type Config struct {
 
 // Registrar is the REGISTER module.
 type Registrar struct {
-	cfg     Config
-	store   store.Store
-	log     *zap.Logger
-	metrics *metrics
+	cfg      Config
+	store    store.Store
+	log      *zap.Logger
+	metrics  *metrics
+	tokenKey []byte // signs binding tokens; from the store, see Start
 }
 
 var (
 	_ proxy.Module  = (*Registrar)(nil)
 	_ proxy.Readier = (*Registrar)(nil)
+	_ proxy.Starter = (*Registrar)(nil)
 )
+
+// tokenSecret names the store secret that binding tokens derive from.
+const tokenSecret = "binding-token"
+
+// Start loads the binding-token key, shared by every node of the store
+// and kept across restarts.
+func (r *Registrar) Start(ctx context.Context) error {
+	key, err := r.store.Secret(ctx, tokenSecret, 32)
+	if err != nil {
+		return fmt.Errorf("registrar: binding-token key: %w", err)
+	}
+	r.tokenKey = key
+	return nil
+}
 
 // New constructs the registrar (no side effects).
 func New(cfg Config, st store.Store, log *zap.Logger, reg prometheus.Registerer) (*Registrar, error) {

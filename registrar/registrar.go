@@ -69,7 +69,6 @@ type regState struct {
 	query     bool
 	identity  string
 	token     string
-	prev      *store.Binding
 	requested time.Duration
 	star      bool
 	pnsreg    bool // the device asked for +sip.pnsreg (RFC 8599 §4.1.1)
@@ -184,37 +183,7 @@ func (r *Registrar) parseRegister(ctx context.Context, req *proxy.Request) (*reg
 	st.clean.Headers = nil
 
 	st.identity = DeviceIdentity(headerParam(c.Params, "+sip.instance"), push, st.clean)
-	existing, err := r.store.Bindings(ctx, aor)
-	if err != nil {
-		req.Log().Warn("binding lookup failed", proxy.AOR(aor), zap.Error(err))
-		return st, 503, "Service Unavailable"
-	}
-	callID := req.Msg.CallID().Value()
-	for i := range existing {
-		b := &existing[i]
-		if b.Instance == st.identity {
-			st.prev = b
-			break
-		}
-	}
-	if st.prev == nil {
-		// The same registration (Call-ID) from a device that changed its
-		// token or address without an instance id: replace, not add.
-		for i := range existing {
-			if existing[i].Upstream.CallID == callID {
-				st.prev = &existing[i]
-				break
-			}
-		}
-	}
-	if st.prev != nil {
-		st.token = st.prev.Token
-	} else {
-		if st.requested > 0 && len(existing) >= r.cfg.MaxBindingsPerAOR {
-			return st, 403, "Forbidden (too many devices registered)"
-		}
-		st.token = NewBindingToken()
-	}
+	st.token = BindingToken(r.tokenKey, aor, st.identity)
 	return st, 0, ""
 }
 
@@ -291,10 +260,8 @@ func (r *Registrar) onResponse(ctx context.Context, req *proxy.Request, st *regS
 	}
 	granted := r.grantedExpiry(res, st)
 	if granted <= 0 {
-		if st.prev != nil {
-			if err := r.store.DeleteBinding(ctx, st.aor, st.prev.Instance); err != nil && !errors.Is(err, store.ErrNotFound) {
-				log.Warn("binding not removed", proxy.AOR(st.aor), zap.Error(err))
-			}
+		if err := r.store.DeleteBinding(ctx, st.aor, st.identity); err != nil && !errors.Is(err, store.ErrNotFound) {
+			log.Warn("binding not removed", proxy.AOR(st.aor), zap.Error(err))
 		}
 		r.metrics.result("removed")
 		log.Info("binding removed", proxy.AOR(st.aor), zap.String(proxy.FieldInstance, maskIdentity(st.identity)))
@@ -324,12 +291,12 @@ func (r *Registrar) onResponse(ctx context.Context, req *proxy.Request, st *regS
 		log.Warn("binding not stored", proxy.AOR(st.aor), zap.Error(err))
 		code, reason := 500, "Server Internal Error"
 		if errors.Is(err, store.ErrTooManyBindings) {
+			// Checked atomically here rather than before relaying, which
+			// would cost a store round trip per REGISTER: the PBX keeps
+			// the contact until it expires, and requests to it get 404.
 			code, reason = 403, "Forbidden (too many devices registered)"
 		}
 		return sip.NewResponseFromRequest(req.Msg, code, reason, nil)
-	}
-	if st.prev != nil && st.prev.Instance != st.identity {
-		_ = r.store.DeleteBinding(ctx, st.aor, st.prev.Instance)
 	}
 	r.metrics.result("ok")
 	fields := []zap.Field{proxy.AOR(st.aor), zap.String(proxy.FieldInstance, maskIdentity(st.identity)),

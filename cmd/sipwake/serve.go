@@ -52,6 +52,12 @@ func runServe(ctx context.Context, cfg *Config, log *zap.Logger, level zap.Atomi
 	if err != nil {
 		return err
 	}
+	// Flow tokens in Record-Route are signed with a key every node of the
+	// store shares, kept across restarts, so in-dialog requests still
+	// find their device after a restart or through another node.
+	if pcfg.FlowKey, err = st.Secret(ctx, "flow-token", 32); err != nil {
+		return unavailable(fmt.Errorf("store: flow-token key: %w", err))
+	}
 	srv, err := proxy.New(pcfg)
 	if err != nil {
 		return err
