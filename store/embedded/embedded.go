@@ -127,7 +127,7 @@ func Open(ctx context.Context, opt Options) (*Store, error) {
 		db:      db,
 		node:    opt.NodeID,
 		metrics: m,
-		hub:     newHub(m.dropped.WithLabelValues(backend)),
+		hub:     newHub(m.Dropped),
 		stop:    make(chan struct{}),
 		swept:   make(chan struct{}),
 	}
@@ -215,7 +215,7 @@ func dropToken(tx *bolt.Tx, token string, key []byte) error {
 
 // PutBinding implements store.Bindings in one bbolt write transaction.
 func (s *Store) PutBinding(ctx context.Context, b store.Binding, max int) (prev *store.Binding, err error) {
-	defer func() { s.metrics.observe(opPutBinding, err) }()
+	defer func() { s.metrics.Observe(store.OpPutBinding, err) }()
 	if err := s.begin(ctx); err != nil {
 		return nil, fail("put binding", err)
 	}
@@ -292,7 +292,7 @@ func (s *Store) event(kind store.EventKind, aor, instance string) store.Event {
 
 // DeleteBinding implements store.Bindings.
 func (s *Store) DeleteBinding(ctx context.Context, aor, instance string) (err error) {
-	defer func() { s.metrics.observe(opDeleteBinding, err) }()
+	defer func() { s.metrics.Observe(store.OpDeleteBinding, err) }()
 	if err := s.begin(ctx); err != nil {
 		return fail("delete binding", err)
 	}
@@ -329,7 +329,7 @@ func (s *Store) DeleteBinding(ctx context.Context, aor, instance string) (err er
 
 // DeleteAOR implements store.Bindings.
 func (s *Store) DeleteAOR(ctx context.Context, aor string) (n int, err error) {
-	defer func() { s.metrics.observe(opDeleteAOR, err) }()
+	defer func() { s.metrics.Observe(store.OpDeleteAOR, err) }()
 	if err := s.begin(ctx); err != nil {
 		return 0, fail("delete aor", err)
 	}
@@ -363,7 +363,7 @@ func (s *Store) DeleteAOR(ctx context.Context, aor string) (n int, err error) {
 
 // Bindings implements store.Bindings.
 func (s *Store) Bindings(ctx context.Context, aor string) (out []store.Binding, err error) {
-	defer func() { s.metrics.observe(opBindings, err) }()
+	defer func() { s.metrics.Observe(store.OpBindings, err) }()
 	if err := s.begin(ctx); err != nil {
 		return nil, fail("bindings", err)
 	}
@@ -395,7 +395,7 @@ func (s *Store) Bindings(ctx context.Context, aor string) (out []store.Binding, 
 
 // BindingByToken implements store.Bindings.
 func (s *Store) BindingByToken(ctx context.Context, token string) (b store.Binding, err error) {
-	defer func() { s.metrics.observe(opBindingByToken, err) }()
+	defer func() { s.metrics.Observe(store.OpBindingByToken, err) }()
 	if err := s.begin(ctx); err != nil {
 		return b, fail("binding by token", err)
 	}
@@ -433,7 +433,7 @@ func (s *Store) BindingByToken(ctx context.Context, token string) (b store.Bindi
 // instance (see aorKey), so it reads no more than it returns plus the
 // expired bindings it skips.
 func (s *Store) ListBindings(ctx context.Context, opt store.ListOptions) (out []store.Binding, err error) {
-	defer func() { s.metrics.observe(opListBindings, err) }()
+	defer func() { s.metrics.Observe(store.OpListBindings, err) }()
 	if err := s.begin(ctx); err != nil {
 		return nil, fail("list bindings", err)
 	}
@@ -471,7 +471,7 @@ func (s *Store) ListBindings(ctx context.Context, opt store.ListOptions) (out []
 // counted in sipwake_store_events_dropped_total, so a slow subscriber never
 // delays a writer.
 func (s *Store) Subscribe(ctx context.Context) (ch <-chan store.Event, err error) {
-	defer func() { s.metrics.observe(opSubscribe, err) }()
+	defer func() { s.metrics.Observe(store.OpSubscribe, err) }()
 	if err := s.begin(ctx); err != nil {
 		return nil, fail("subscribe", err)
 	}
@@ -487,7 +487,7 @@ func (s *Store) Subscribe(ctx context.Context) (ch <-chan store.Event, err error
 // transaction (bbolt runs one at a time, so concurrent first calls agree).
 // The file is fsynced before the new secret is returned.
 func (s *Store) Secret(ctx context.Context, name string, n int) (secret []byte, err error) {
-	defer func() { s.metrics.observe(opSecret, err) }()
+	defer func() { s.metrics.Observe(store.OpSecret, err) }()
 	if err := s.begin(ctx); err != nil {
 		return nil, fail("secret", err)
 	}
@@ -518,7 +518,7 @@ func (s *Store) Secret(ctx context.Context, name string, n int) (secret []byte, 
 
 // Ping implements store.Store: it checks the file can be read.
 func (s *Store) Ping(ctx context.Context) (err error) {
-	defer func() { s.metrics.observe(opPing, err) }()
+	defer func() { s.metrics.Observe(store.OpPing, err) }()
 	if err := s.begin(ctx); err != nil {
 		return fail("ping", err)
 	}
@@ -543,7 +543,7 @@ func (s *Store) Close() error {
 		s.hub.close()
 		if err := s.db.Close(); err != nil {
 			s.closeErr = fmt.Errorf("embedded store: close: %w", err)
-			s.metrics.observe(opClose, err)
+			s.metrics.Observe(store.OpClose, err)
 		}
 	})
 	return s.closeErr
@@ -560,7 +560,7 @@ func (s *Store) sweeper(interval time.Duration) {
 			return
 		case now := <-t.C:
 			_, err := s.sweep(now)
-			s.metrics.observe(opSweep, err)
+			s.metrics.Observe(opSweep, err)
 		}
 	}
 }

@@ -132,7 +132,7 @@ func str(v any) (string, bool) {
 // PUBLISH is counted (op "publish") but does not fail the put, which has
 // happened.
 func (s *Store) PutBinding(ctx context.Context, b store.Binding, max int) (prev *store.Binding, err error) {
-	defer func() { s.metrics.observe(opPutBinding, err) }()
+	defer func() { s.metrics.Observe(store.OpPutBinding, err) }()
 	if err := s.begin(ctx); err != nil {
 		return nil, fail("put binding", err)
 	}
@@ -259,7 +259,7 @@ func (s *Store) publish(ctx context.Context, events ...store.Event) {
 		}
 		return nil
 	})
-	s.metrics.observe(opPublish, err)
+	s.metrics.Observe(opPublish, err)
 }
 
 // DeleteBinding implements store.Bindings. With a single server or a
@@ -267,7 +267,7 @@ func (s *Store) publish(ctx context.Context, events ...store.Event) {
 // the token and publishes the event); with a Cluster the token is unlinked
 // and the event published after the script.
 func (s *Store) DeleteBinding(ctx context.Context, aor, instance string) (err error) {
-	defer func() { s.metrics.observe(opDeleteBinding, err) }()
+	defer func() { s.metrics.Observe(store.OpDeleteBinding, err) }()
 	if err := s.begin(ctx); err != nil {
 		return fail("delete binding", err)
 	}
@@ -311,7 +311,7 @@ func (s *Store) DeleteBinding(ctx context.Context, aor, instance string) (err er
 // the tokens and publishes the events); with a Cluster the tokens are
 // unlinked one by one and the events published after the script.
 func (s *Store) DeleteAOR(ctx context.Context, aor string) (n int, err error) {
-	defer func() { s.metrics.observe(opDeleteAOR, err) }()
+	defer func() { s.metrics.Observe(store.OpDeleteAOR, err) }()
 	if err := s.begin(ctx); err != nil {
 		return 0, fail("delete aor", err)
 	}
@@ -373,7 +373,7 @@ func (s *Store) aorBindings(ctx context.Context, aor string, now time.Time) ([]s
 
 // Bindings implements store.Bindings.
 func (s *Store) Bindings(ctx context.Context, aor string) (out []store.Binding, err error) {
-	defer func() { s.metrics.observe(opBindings, err) }()
+	defer func() { s.metrics.Observe(store.OpBindings, err) }()
 	if err := s.begin(ctx); err != nil {
 		return nil, fail("bindings", err)
 	}
@@ -393,7 +393,7 @@ func (s *Store) Bindings(ctx context.Context, aor string) (out []store.Binding, 
 // BindingByToken implements store.Bindings: it follows the token index and
 // accepts the binding only if it still carries the token and is live.
 func (s *Store) BindingByToken(ctx context.Context, token string) (b store.Binding, err error) {
-	defer func() { s.metrics.observe(opBindingByToken, err) }()
+	defer func() { s.metrics.Observe(store.OpBindingByToken, err) }()
 	if err := s.begin(ctx); err != nil {
 		return b, fail("binding by token", err)
 	}
@@ -432,7 +432,7 @@ func (s *Store) BindingByToken(ctx context.Context, token string) (b store.Bindi
 // primary for AOR sets (an admin operation: O(keys) on the server), sorts
 // the AORs and reads them in order until the limit is reached.
 func (s *Store) ListBindings(ctx context.Context, opt store.ListOptions) (out []store.Binding, err error) {
-	defer func() { s.metrics.observe(opListBindings, err) }()
+	defer func() { s.metrics.Observe(store.OpListBindings, err) }()
 	if err := s.begin(ctx); err != nil {
 		return nil, fail("list bindings", err)
 	}
@@ -498,7 +498,7 @@ func (s *Store) scanAORs(ctx context.Context) ([]string, error) {
 // re-established (go-redis reconnects by itself) are lost: Redis pub/sub
 // is at-most-once.
 func (s *Store) Subscribe(ctx context.Context) (_ <-chan store.Event, err error) {
-	defer func() { s.metrics.observe(opSubscribe, err) }()
+	defer func() { s.metrics.Observe(store.OpSubscribe, err) }()
 	if err := s.begin(ctx); err != nil {
 		return nil, fail("subscribe", err)
 	}
@@ -517,7 +517,7 @@ func (s *Store) Subscribe(ctx context.Context) (_ <-chan store.Event, err error)
 	s.mu.Unlock()
 	in := ps.Channel(goredis.WithChannelSize(SubscriberBuffer))
 	out := make(chan store.Event, SubscriberBuffer)
-	dropped := s.metrics.dropped.WithLabelValues(backend)
+	dropped := s.metrics.Dropped
 	go func() {
 		defer s.subs.Done()
 		defer close(out)
@@ -534,7 +534,7 @@ func (s *Store) Subscribe(ctx context.Context) (_ <-chan store.Event, err error)
 				}
 				var ev store.Event
 				if err := json.Unmarshal([]byte(m.Payload), &ev); err != nil {
-					s.metrics.observe(opSubscribe, err)
+					s.metrics.Observe(store.OpSubscribe, err)
 					continue
 				}
 				select {
@@ -557,7 +557,7 @@ const secretTries = 3
 // round trip. Whoever's SET NX lands first defines the secret; every caller
 // returns what GET reads.
 func (s *Store) Secret(ctx context.Context, name string, n int) (secret []byte, err error) {
-	defer func() { s.metrics.observe(opSecret, err) }()
+	defer func() { s.metrics.Observe(store.OpSecret, err) }()
 	if err := s.begin(ctx); err != nil {
 		return nil, fail("secret", err)
 	}
@@ -596,7 +596,7 @@ func (s *Store) Secret(ctx context.Context, name string, n int) (secret []byte, 
 
 // Ping implements store.Store with PING.
 func (s *Store) Ping(ctx context.Context) (err error) {
-	defer func() { s.metrics.observe(opPing, err) }()
+	defer func() { s.metrics.Observe(store.OpPing, err) }()
 	if err := s.begin(ctx); err != nil {
 		return fail("ping", err)
 	}
@@ -616,7 +616,7 @@ func (s *Store) Close() error {
 		s.subs.Wait()
 		if err := s.client.Close(); err != nil {
 			s.closeErr = fmt.Errorf("redis store: close: %w", err)
-			s.metrics.observe(opClose, err)
+			s.metrics.Observe(store.OpClose, err)
 		}
 	})
 	return s.closeErr
