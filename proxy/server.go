@@ -104,6 +104,7 @@ type Server struct {
 	started  atomic.Bool
 	draining atomic.Bool
 	inflight atomic.Int64 // transactions being handled (a WaitGroup may not Add while waited on)
+	received atomic.Uint64
 	wg       sync.WaitGroup
 }
 
@@ -445,6 +446,13 @@ func (s *Server) waitIdle(ctx context.Context) error {
 	return nil
 }
 
+// Requests counts the requests received since start; with InFlight it
+// tells whether the proxy is idle.
+func (s *Server) Requests() uint64 { return s.received.Load() }
+
+// InFlight is the number of transactions being handled now.
+func (s *Server) InFlight() int64 { return s.inflight.Load() }
+
 // Draining reports whether Drain was called.
 func (s *Server) Draining() bool { return s.draining.Load() }
 
@@ -511,6 +519,7 @@ var errMessageTooLarge = errors.New("proxy: message larger than sip.max_message_
 func (s *Server) onRequest(req *sip.Request, tx *sip.ServerTx) {
 	s.inflight.Add(1)
 	defer s.inflight.Add(-1)
+	s.received.Add(1)
 	r := &Request{
 		Msg:       req,
 		Tx:        tx,

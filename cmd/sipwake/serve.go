@@ -74,6 +74,7 @@ func runServe(ctx context.Context, cfg *Config, log *zap.Logger, level zap.Atomi
 	}
 	ops.SetStarted()
 	slog := log.Named("serve")
+	go trimMemory(ctx, srv, time.Minute, slog)
 	if hook, ok := ctx.Value(serveHookKey{}).(func(*daemon)); ok {
 		hook(&daemon{srv: srv, store: st, ops: ops})
 	}
