@@ -23,7 +23,11 @@ type activity interface {
 // would stay near its peak for minutes. The trim runs once per idle
 // period.
 func trimMemory(ctx context.Context, a activity, quiet time.Duration, log *zap.Logger) {
-	tick := time.NewTicker(quiet / 3)
+	every := quiet / 3
+	if every > 5*time.Second {
+		every = 5 * time.Second
+	}
+	tick := time.NewTicker(every)
 	defer tick.Stop()
 	last := a.Requests()
 	idleSince := time.Now()

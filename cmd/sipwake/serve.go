@@ -74,7 +74,8 @@ func runServe(ctx context.Context, cfg *Config, log *zap.Logger, level zap.Atomi
 	}
 	ops.SetStarted()
 	slog := log.Named("serve")
-	go trimMemory(ctx, srv, time.Minute, slog)
+	// 45 s: past the 32 s for which finished transactions are kept.
+	go trimMemory(ctx, srv, 45*time.Second, slog)
 	if hook, ok := ctx.Value(serveHookKey{}).(func(*daemon)); ok {
 		hook(&daemon{srv: srv, store: st, ops: ops})
 	}
