@@ -7,11 +7,14 @@ import (
 	"net"
 	"net/netip"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/emiago/sipgo/sip"
-	"go.uber.org/zap/zaptest"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
 
 	"github.com/sipwake/sipwake/proxy/proxytest"
 )
@@ -25,7 +28,7 @@ type testBed struct {
 	srv       *Server
 	pbx       *proxytest.UA
 	udp, tcp  string
-	devTarget *Target
+	devTarget atomic.Pointer[Target]
 }
 
 func newTestBed(t *testing.T) *testBed {
@@ -38,7 +41,7 @@ func newTestBed(t *testing.T) *testBed {
 		TrustedSources:  []netip.Prefix{netip.MustParsePrefix("127.0.0.2/32")},
 		Upstream:        "sip:" + tb.pbx.Addr(),
 		UpstreamDomains: []string{"pbx.test"},
-		Logger:          zaptest.NewLogger(t),
+		Logger:          testLogger(t),
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -58,13 +61,44 @@ func newTestBed(t *testing.T) *testBed {
 	return tb
 }
 
+// testLogger logs to a buffer printed when the test fails. (zaptest's
+// logger panics when a connection reader logs its close after the test
+// returned, which sipgo's per-connection goroutines may do.)
+func testLogger(t *testing.T) *zap.Logger {
+	buf := &lockedBuffer{}
+	enc := zapcore.NewConsoleEncoder(zap.NewDevelopmentEncoderConfig())
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("proxy log:\n%s", buf.String())
+		}
+	})
+	return zap.New(zapcore.NewCore(enc, zapcore.AddSync(buf), zapcore.DebugLevel))
+}
+
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
 type resolver struct{ tb *testBed }
 
 func (resolver) Name() string { return "resolver" }
 func (m resolver) Wrap(next Handler) Handler {
 	return HandlerFunc(func(ctx context.Context, r *Request) {
-		if r.Msg.Recipient.User == "dev" && m.tb.devTarget != nil && r.Trusted {
-			r.Target = m.tb.devTarget
+		if t := m.tb.devTarget.Load(); r.Msg.Recipient.User == "dev" && t != nil && r.Trusted {
+			r.Target = t
 		}
 		next.ServeSIP(ctx, r)
 	})
@@ -332,7 +366,7 @@ func TestTrustedToResolvedDevice(t *testing.T) {
 	tb := newTestBed(t)
 	dev := proxytest.NewUDP(t, "")
 	u := sip.Uri{Scheme: "sip", User: "1001", Host: "10.0.0.9", Port: 5060}
-	tb.devTarget = &Target{URI: &u, Dest: dev.Addr(), Transport: "UDP", Flow: true, Device: true}
+	tb.devTarget.Store(&Target{URI: &u, Dest: dev.Addr(), Transport: "UDP", Flow: true, Device: true})
 	tb.pbx.Send(tb.udp, invite(tb.pbx, "sip:dev@"+tb.udp, "pbx1"))
 	in := dev.ExpectRequest(wait, sip.INVITE)
 	if in.Recipient.User != "1001" || in.Recipient.Host != "10.0.0.9" {

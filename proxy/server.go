@@ -6,6 +6,7 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"net/netip"
 	"strconv"
@@ -76,7 +77,7 @@ type listener struct {
 }
 
 // setSipgoDefaultLogger guards sipgo's process-wide default logger, which
-// it reads from many goroutines: it is set once, by the first Start.
+// it reads from many goroutines: it is set once.
 var setSipgoDefaultLogger sync.Once
 
 // Server is the SIP engine: listeners, transactions, chain and forwarder.
@@ -187,7 +188,10 @@ func (s *Server) Use(modules ...Module) {
 // bound (or the first error, after closing what was opened).
 func (s *Server) Start(ctx context.Context) (err error) {
 	slogger := newSlogBridge(s.log.Named("sipgo"))
-	setSipgoDefaultLogger.Do(func() { sip.SetDefaultLogger(slogger) })
+	// sipgo's process-wide default logger is used only where no logger is
+	// passed (TCP reference-count debug lines); it must not belong to one
+	// server, which may be gone while another runs, so it discards.
+	setSipgoDefaultLogger.Do(func() { sip.SetDefaultLogger(slog.New(slog.DiscardHandler)) })
 	// The layers are built here rather than by sipgo.NewUA so that the
 	// response tap is the transport's first handler: sipgo hands every
 	// message to the transaction layer on a goroutine of its own, so a
