@@ -3,6 +3,7 @@ package store
 import (
 	"context"
 	"errors"
+	"sort"
 	"time"
 )
 
@@ -189,4 +190,15 @@ type Store interface {
 	// It is safe to call more than once; after it, every method returns
 	// ErrClosed.
 	Close() error
+}
+
+// SortOldestFirst orders bindings as Bindings returns them: by LastSeen,
+// then by instance.
+func SortOldestFirst(bs []Binding) {
+	sort.SliceStable(bs, func(i, j int) bool {
+		if !bs[i].LastSeen.Equal(bs[j].LastSeen) {
+			return bs[i].LastSeen.Before(bs[j].LastSeen)
+		}
+		return bs[i].Instance < bs[j].Instance
+	})
 }

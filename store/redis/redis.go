@@ -381,12 +381,7 @@ func (s *Store) Bindings(ctx context.Context, aor string) (out []store.Binding, 
 	if err != nil {
 		return nil, fail("bindings", err)
 	}
-	sort.SliceStable(out, func(i, j int) bool {
-		if !out[i].LastSeen.Equal(out[j].LastSeen) {
-			return out[i].LastSeen.Before(out[j].LastSeen)
-		}
-		return out[i].Instance < out[j].Instance
-	})
+	store.SortOldestFirst(out)
 	return out, nil
 }
 
