@@ -3,9 +3,11 @@ package proxy
 import (
 	"bufio"
 	"context"
+	"errors"
 	"io"
 	"net"
 	"net/netip"
+	"os"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -469,5 +471,52 @@ func TestCRLFKeepAlive(t *testing.T) {
 	line, err := bufio.NewReader(c).ReadString('\n')
 	if err != nil || !strings.HasPrefix(line, "SIP/2.0 200") {
 		t.Fatalf("after the keep-alive: %q, %v", line, err)
+	}
+}
+
+// TestMaxMessageBytes: a message over sip.max_message_bytes is dropped on
+// UDP (the listener keeps serving) and closes its TCP connection.
+func TestMaxMessageBytes(t *testing.T) {
+	pbx := proxytest.NewUDP(t, "127.0.0.2")
+	srv, err := New(Config{
+		Listen:          []Listen{{Network: "udp", Addr: "127.0.0.1:0"}, {Network: "tcp", Addr: "127.0.0.1:0"}},
+		Upstream:        "sip:" + pbx.Addr(),
+		UpstreamDomains: []string{"pbx.test"},
+		MaxMessageBytes: 1500,
+		Logger:          testLogger(t),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv.Use(NewSanity(srv))
+	ctx, cancel := context.WithTimeout(context.Background(), wait)
+	defer cancel()
+	if err := srv.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = srv.Stop(context.Background()) })
+
+	dev := proxytest.NewUDP(t, "")
+	big := invite(dev, "sip:1002@pbx.test", "big2", "Content-Type: text/plain") + strings.Repeat("x", 2000)
+	dev.Send(srv.Addr("udp"), big)
+	dev.Quiet(300 * time.Millisecond)
+	pbx.Quiet(100 * time.Millisecond)
+	dev.Send(srv.Addr("udp"), invite(dev, "sip:1002@pbx.test", "small2"))
+	in := pbx.ExpectRequest(wait, sip.INVITE) // still serving
+	pbx.Reply(srv.Addr("udp"), in, 486, "Busy Here")
+	dev.ExpectResponse(wait, 486)
+
+	c, err := net.DialTimeout("tcp", srv.Addr("tcp"), wait)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(wait))
+	if _, err := c.Write([]byte(proxytest.CRLF(big))); err != nil {
+		t.Fatal(err)
+	}
+	n, err := c.Read(make([]byte, 1))
+	if err == nil || errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatalf("TCP connection still open after an oversized message (read %d bytes, %v)", n, err)
 	}
 }
