@@ -341,8 +341,8 @@ func (r *Registrar) grantedExpiry(res *sip.Response, st *regState) time.Duration
 	return 0
 }
 
-// translateContacts replaces sipwake contacts in a REGISTER 2xx by the
-// devices' own contacts, so a device never learns other devices' tokens
+// translateContacts replaces, in place, sipwake contacts in a REGISTER 2xx
+// by the devices' own contacts, so a device never learns other devices' tokens
 // and sees its own Contact as it sent it.
 func (r *Registrar) translateContacts(ctx context.Context, st *regState, res *sip.Response) *sip.Response {
 	hs := res.GetHeaders("Contact")
@@ -350,7 +350,8 @@ func (r *Registrar) translateContacts(ctx context.Context, st *regState, res *si
 		return res
 	}
 	var byToken map[string]store.Binding
-	out := res.Clone()
+	// res is already the relay's private copy of the PBX's response.
+	out := res
 	for out.RemoveHeader("Contact") {
 	}
 	for _, h := range hs {
