@@ -12,8 +12,6 @@ import (
 	"testing"
 	"time"
 
-	"go.uber.org/zap"
-
 	"github.com/sipwake/sipwake/cmd/sipwake/internal/testpeers"
 	"github.com/sipwake/sipwake/store"
 )
@@ -180,4 +178,3 @@ func authorization(user, realm, password, method, uri, nonce string) string {
 		user, realm, nonce, uri, digestResponse(user, realm, password, method, uri, nonce))
 }
 
-var _ = zap.NewNop
