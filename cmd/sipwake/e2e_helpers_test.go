@@ -177,4 +177,3 @@ func authorization(user, realm, password, method, uri, nonce string) string {
 	return fmt.Sprintf(`Digest username="%s", realm="%s", nonce="%s", uri="%s", response="%s", algorithm=MD5`,
 		user, realm, nonce, uri, digestResponse(user, realm, password, method, uri, nonce))
 }
-
