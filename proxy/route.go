@@ -150,6 +150,13 @@ func (s *Server) forwardToRoute(ctx context.Context, r *Request) {
 	if rt := r.Msg.Route(); rt != nil {
 		u = &rt.Address
 	}
+	r.Forward(ctx, ForwardOptions{Target: uriTarget(u)})
+}
+
+// uriTarget is the next hop a URI names (RFC 3263 without DNS lookups):
+// its transport parameter, else TLS for sips, else UDP; its port, else the
+// transport's default.
+func uriTarget(u *sip.Uri) Target {
 	tp := "UDP"
 	if v, ok := u.UriParams.Get("transport"); ok && v != "" {
 		tp = strings.ToUpper(v)
@@ -160,7 +167,7 @@ func (s *Server) forwardToRoute(ctx context.Context, r *Request) {
 	if port == 0 {
 		port = sip.DefaultPort(tp)
 	}
-	r.Forward(ctx, ForwardOptions{Target: Target{Dest: net.JoinHostPort(strings.Trim(u.Host, "[]"), strconv.Itoa(port)), Transport: tp}})
+	return Target{Dest: net.JoinHostPort(strings.Trim(u.Host, "[]"), strconv.Itoa(port)), Transport: tp}
 }
 
 // isForUs reports whether the Request-URI names this proxy itself (no user

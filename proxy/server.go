@@ -141,17 +141,8 @@ func New(cfg Config) (*Server, error) {
 			return nil, fmt.Errorf("proxy: upstream uri: %w", err)
 		}
 		s.upstream = &u
-		s.upstreamTp = "UDP"
-		if tp, ok := u.UriParams.Get("transport"); ok && tp != "" {
-			s.upstreamTp = strings.ToUpper(tp)
-		} else if u.IsEncrypted() {
-			s.upstreamTp = "TLS"
-		}
-		port := u.Port
-		if port == 0 {
-			port = sip.DefaultPort(s.upstreamTp)
-		}
-		s.upstreamDest = net.JoinHostPort(u.Host, strconv.Itoa(port))
+		up := uriTarget(&u)
+		s.upstreamDest, s.upstreamTp = up.Dest, up.Transport
 		// The PBX named by address is trusted without being listed.
 		if a, err := netip.ParseAddr(strings.Trim(u.Host, "[]")); err == nil {
 			s.cfg.TrustedSources = append(append([]netip.Prefix(nil), s.cfg.TrustedSources...), netip.PrefixFrom(a.Unmap(), a.Unmap().BitLen()))

@@ -89,7 +89,7 @@ func (r *Registrar) register(ctx context.Context, req *proxy.Request) {
 		req.Respond(403, "Forbidden (domain not served here)")
 		return
 	}
-	st, code, reason := r.parseRegister(ctx, req)
+	st, code, reason := r.parseRegister(req)
 	if code != 0 {
 		r.metrics.result(resultFor(code))
 		hdrs := []sip.Header{}
@@ -106,14 +106,14 @@ func (r *Registrar) register(ctx context.Context, req *proxy.Request) {
 	req.Forward(ctx, proxy.ForwardOptions{
 		Target:        t,
 		NoRecordRoute: true,
-		Prepare:       func(out *sip.Request) error { return r.prepareUpstream(req, out, st) },
+		Prepare:       func(out *sip.Request) error { return r.prepareUpstream(req, out, st, t) },
 		OnResponse:    func(res *sip.Response) *sip.Response { return r.onResponse(ctx, req, st, res, start) },
 	})
 }
 
 // parseRegister validates the REGISTER and works out the binding it
 // concerns. A non-zero code is the answer to send instead of forwarding.
-func (r *Registrar) parseRegister(ctx context.Context, req *proxy.Request) (*regState, int, string) {
+func (r *Registrar) parseRegister(req *proxy.Request) (*regState, int, string) {
 	st := &regState{}
 	aor, err := NormalizeAOR(req.Msg.To().Address)
 	if err != nil {
@@ -189,17 +189,15 @@ func (r *Registrar) parseRegister(ctx context.Context, req *proxy.Request) (*reg
 
 // prepareUpstream turns the relayed copy into what the PBX may see: our
 // contact instead of the device's, no push parameter, a Path, Feature-Caps.
-func (r *Registrar) prepareUpstream(req *proxy.Request, out *sip.Request, st *regState) error {
+func (r *Registrar) prepareUpstream(req *proxy.Request, out *sip.Request, st *regState, up proxy.Target) error {
 	srv := req.Server()
 	if st.contact != nil {
-		u, err := srv.ContactURI(req.Transport, st.token)
+		// The PBX reaches us over the transport of its own leg, else
+		// over the one the device used.
+		u, err := srv.ContactURI(up.Transport, st.token)
 		if err != nil {
-			return err
-		}
-		if up, ok := srv.UpstreamTarget(); ok {
-			// The PBX reaches us over the transport of its own leg.
-			if u2, err := srv.ContactURI(up.Transport, st.token); err == nil {
-				u = u2
+			if u, err = srv.ContactURI(req.Transport, st.token); err != nil {
+				return err
 			}
 		}
 		params := sip.NewParams()
@@ -218,10 +216,8 @@ func (r *Registrar) prepareUpstream(req *proxy.Request, out *sip.Request, st *re
 		out.RemoveHeader("Expires")
 	}
 	if r.cfg.Path {
-		if up, ok := srv.UpstreamTarget(); ok {
-			if p, err := srv.PathURI(up.Transport); err == nil {
-				out.PrependHeader(sip.NewHeader("Path", "<"+p.String()+">"))
-			}
+		if p, err := srv.PathURI(up.Transport); err == nil {
+			out.PrependHeader(sip.NewHeader("Path", "<"+p.String()+">"))
 		}
 	}
 	if st.push != nil {
@@ -287,15 +283,16 @@ func (r *Registrar) onResponse(ctx context.Context, req *proxy.Request, st *regS
 		LastSeen:    now,
 	}
 	if _, err := r.store.PutBinding(ctx, b, r.cfg.MaxBindingsPerAOR); err != nil {
-		r.metrics.result("error")
 		log.Warn("binding not stored", proxy.AOR(st.aor), zap.Error(err))
-		code, reason := 500, "Server Internal Error"
+		result, code, reason := "error", 500, "Server Internal Error"
 		if errors.Is(err, store.ErrTooManyBindings) {
+			result = "too_many_bindings"
 			// Checked atomically here rather than before relaying, which
 			// would cost a store round trip per REGISTER: the PBX keeps
 			// the contact until it expires, and requests to it get 404.
 			code, reason = 403, "Forbidden (too many devices registered)"
 		}
+		r.metrics.result(result)
 		return sip.NewResponseFromRequest(req.Msg, code, reason, nil)
 	}
 	r.metrics.result("ok")
@@ -437,8 +434,6 @@ func resultFor(code int) string {
 		return "interval_too_brief"
 	case 400:
 		return "bad_request"
-	case 403:
-		return "too_many_bindings"
 	}
 	return "error"
 }

@@ -112,7 +112,7 @@ func startRedisOnce(t testing.TB, bin, dir string, extra []string) (string, erro
 			return "", fmt.Errorf("redis-server on %s exited: %s", addr, tail(out.String()))
 		default:
 		}
-		pid, err := redisPID(addr)
+		pid, err := RedisPID(addr)
 		if err == nil && pid == cmd.Process.Pid {
 			t.Cleanup(stop)
 			return addr, nil
@@ -140,9 +140,9 @@ func freePort() (int, error) {
 	return l.Addr().(*net.TCPAddr).Port, nil
 }
 
-// redisPID sends PING and INFO server over plain RESP and returns the
-// server's process id.
-func redisPID(addr string) (int, error) {
+// RedisPID sends PING and INFO server over plain RESP to the redis-server
+// at addr and returns its process id.
+func RedisPID(addr string) (int, error) {
 	c, err := net.DialTimeout("tcp", addr, time.Second)
 	if err != nil {
 		return 0, err

@@ -10,7 +10,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"net"
 	"net/http"
 	"os"
@@ -228,7 +227,7 @@ func (b *bench) registerTest(t *testing.T) {
 	redisAddr := "(none)"
 	if storeName == "redis" {
 		redisAddr = storetest.StartRedis(t)
-		redisPID, err := redisProcessID(redisAddr)
+		redisPID, err := storetest.RedisPID(redisAddr)
 		if err != nil {
 			t.Fatalf("redis pid: %v", err)
 		}
@@ -1418,38 +1417,6 @@ func optionsPing(addr string) error {
 			return fmt.Errorf("OPTIONS answered %q", line)
 		}
 	}
-}
-
-// redisProcessID asks redis-server at addr for its process id (INFO server).
-func redisProcessID(addr string) (int, error) {
-	c, err := net.DialTimeout("tcp", addr, 2*time.Second)
-	if err != nil {
-		return 0, err
-	}
-	defer c.Close()
-	_ = c.SetDeadline(time.Now().Add(3 * time.Second))
-	if _, err := c.Write([]byte("INFO server\r\n")); err != nil {
-		return 0, err
-	}
-	r := bufio.NewReader(c)
-	line, err := r.ReadString('\n')
-	if err != nil {
-		return 0, err
-	}
-	n, err := strconv.Atoi(strings.TrimSpace(strings.TrimPrefix(line, "$")))
-	if err != nil || n < 0 {
-		return 0, fmt.Errorf("INFO answered %q", strings.TrimSpace(line))
-	}
-	body := make([]byte, n)
-	if _, err := io.ReadFull(r, body); err != nil {
-		return 0, err
-	}
-	for _, l := range strings.Split(string(body), "\n") {
-		if v, ok := strings.CutPrefix(strings.TrimSpace(l), "process_id:"); ok {
-			return strconv.Atoi(v)
-		}
-	}
-	return 0, errors.New("INFO server without process_id")
 }
 
 // scrapeMetrics reads one unlabelled metric from a Prometheus text endpoint.
