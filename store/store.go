@@ -15,6 +15,9 @@ var (
 	ErrTooManyBindings = errors.New("store: too many bindings for aor")
 	// ErrClosed: the store was closed.
 	ErrClosed = errors.New("store: closed")
+	// ErrConflict: a conditional write found the record changed (another
+	// node claimed a held call first).
+	ErrConflict = errors.New("store: conflict")
 )
 
 // Flow names the connection that owns a device's TCP/TLS flow: the node that
@@ -22,6 +25,9 @@ var (
 type Flow struct {
 	Node string `json:"node"`
 	Conn string `json:"conn"`
+	// NodeURI is how other nodes reach the owning node over SIP (its
+	// advertised address), so a request for the device goes through it.
+	NodeURI string `json:"node_uri,omitempty"`
 }
 
 // PushTarget is how a device is woken. Built by the registrar from the
@@ -97,19 +103,27 @@ func (b *Binding) Live(now time.Time) bool { return now.Before(b.Expires) }
 // EventKind says what happened to a binding.
 type EventKind string
 
-// Binding-change event kinds.
+// Event kinds.
 const (
-	EventBindingPut     EventKind = "put"
+	// EventBindingPut: a binding was stored (the PBX accepted the REGISTER).
+	EventBindingPut EventKind = "put"
+	// EventBindingDeleted: a binding was removed.
 	EventBindingDeleted EventKind = "deleted"
+	// EventHeldCancelled: a node received a CANCEL for a call another node
+	// holds; Key is the held call's ID.
+	EventHeldCancelled EventKind = "held_cancelled"
 )
 
-// Event is a binding change published to every node.
+// Event is a change published to every node.
 type Event struct {
 	Kind     EventKind `json:"kind"`
 	AOR      string    `json:"aor"`
 	Instance string    `json:"instance"`
 	// Node is the node that made the change.
 	Node string `json:"node"`
+	// Key names the record for events that are not about a binding
+	// (the held call's ID for EventHeldCancelled).
+	Key string `json:"key,omitempty"`
 }
 
 // ListOptions filters ListBindings.
@@ -155,6 +169,66 @@ type Bindings interface {
 	// ListBindings lists live bindings across AORs, sorted by AOR then
 	// instance.
 	ListBindings(ctx context.Context, opt ListOptions) ([]Binding, error)
+	// ClearPush removes the push target of binding (aor, instance) only
+	// when its current Push.Token equals token, so that a permanent push
+	// error cannot erase a token a fresh REGISTER just stored. It reports
+	// whether it cleared anything; ErrNotFound when the binding is absent.
+	// It publishes EventBindingPut when it changed the binding.
+	ClearPush(ctx context.Context, aor, instance, token string) (bool, error)
+}
+
+// HeldCall is the small record of an INVITE held for a push, so that a
+// restarted node or a peer can finish it instead of leaving the caller in
+// silence.
+type HeldCall struct {
+	// ID is unique per held INVITE: its Call-ID and top Via branch.
+	ID string `json:"id"`
+	// CallID is the INVITE's Call-ID.
+	CallID string `json:"call_id"`
+	// AOR is the called address of record.
+	AOR string `json:"aor"`
+	// Node owns the call: it holds the server transaction.
+	Node string `json:"node"`
+	// Received is when the INVITE arrived; Deadline when the hold ends.
+	Received time.Time `json:"received"`
+	Deadline time.Time `json:"deadline"`
+	// Instances lists the devices pushed for the call.
+	Instances []string `json:"instances,omitempty"`
+	// Source and Transport are where the INVITE came from; Request is the
+	// INVITE as received (without its body), enough to answer it.
+	Source    string `json:"source"`
+	Transport string `json:"transport"`
+	Request   []byte `json:"request,omitempty"`
+	// Cancelled is set when the caller cancelled (a device may still be
+	// told about the call, see wake.cancelled_call_delivery).
+	Cancelled bool `json:"cancelled,omitempty"`
+}
+
+// HeldFilter narrows ListHeld.
+type HeldFilter struct {
+	// AOR and Node, when set, must match.
+	AOR  string
+	Node string
+}
+
+// Held keeps held-INVITE records and node liveness.
+type Held interface {
+	// PutHeld inserts or replaces a held call. The store forgets it by
+	// itself a minute after its Deadline.
+	PutHeld(ctx context.Context, h HeldCall) error
+	// DeleteHeld removes a held call; ErrNotFound when absent.
+	DeleteHeld(ctx context.Context, id string) error
+	// ListHeld lists held calls (not yet forgotten), sorted by Received
+	// then ID.
+	ListHeld(ctx context.Context, f HeldFilter) ([]HeldCall, error)
+	// ClaimHeld atomically moves a held call from node from to node to and
+	// returns it as stored after the move; ErrNotFound when absent,
+	// ErrConflict when its owner is not from.
+	ClaimHeld(ctx context.Context, id, from, to string) (HeldCall, error)
+	// Heartbeat records that node is alive for ttl.
+	Heartbeat(ctx context.Context, node string, ttl time.Duration) error
+	// NodeAlive reports whether node's last heartbeat has not lapsed.
+	NodeAlive(ctx context.Context, node string) (bool, error)
 }
 
 // Events carries binding-change events between nodes.
@@ -166,11 +240,14 @@ type Events interface {
 	// ordering guarantee between different writers. A binding that simply
 	// expires produces no event.
 	Subscribe(ctx context.Context) (<-chan Event, error)
+	// Publish sends an event to every subscriber, this node's included.
+	Publish(ctx context.Context, e Event) error
 }
 
 // Store is everything sipwake keeps.
 type Store interface {
 	Bindings
+	Held
 	Events
 	// Secret returns the named secret, creating it with n random bytes
 	// (crypto/rand) if it does not exist yet; every node sharing the store
