@@ -44,44 +44,23 @@ var raiseUDPLimit sync.Once
 // forward relays r statefully to opt.Target and its responses back.
 func (s *Server) forward(ctx context.Context, r *Request, opt ForwardOptions) {
 	req := r.Msg
-	if mf := req.MaxForwards(); mf != nil && *mf == 0 {
-		r.Respond(483, "Too Many Hops")
-		return
-	}
-	if s.looped(req) {
-		r.Log().Info("request refused", zap.String("reason", "loop detected"))
-		r.Respond(482, "Loop Detected")
+	if !r.Forwardable() {
 		return
 	}
 	t := opt.Target
-	tp := strings.ToUpper(t.Transport)
-	if tp == "" {
-		tp = "UDP"
-	}
-	out, err := s.buildForward(r, opt, tp)
+	out, tp, err := s.outgoing(r, opt)
 	if err != nil {
-		r.Log().Warn("forward failed", zap.Error(err))
-		r.Respond(500, "Server Internal Error")
-		return
-	}
-	if tp == "UDP" && !t.Flow && s.listenerFor("TCP") != nil && len(out.String()) > maxUDPRequest {
-		tp = "TCP"
-		if out, err = s.buildForward(r, opt, tp); err != nil {
-			r.Respond(500, "Server Internal Error")
-			return
-		}
-	}
-	if t.Flow && tp != "UDP" {
-		c, err := s.tpl.GetConnection(tp, t.Dest)
-		if err == nil {
-			_, _ = c.TryClose() // drop the reference the lookup took
-		} else {
+		var fe *forwardError
+		if errors.As(err, &fe) {
 			r.Log().Info("flow gone", zap.String(FieldDst, t.Dest), zap.String(FieldTransport, strings.ToLower(tp)))
 			if !req.IsAck() {
-				r.Respond(480, "Temporarily Unavailable", sip.NewHeader("Warning", `399 sipwake "device connection closed"`))
+				r.Respond(fe.code, fe.reason, sip.NewHeader("Warning", fe.warning))
 			}
 			return
 		}
+		r.Log().Warn("forward failed", zap.Error(err))
+		r.Respond(500, "Server Internal Error")
+		return
 	}
 	s.metrics.request(out.Method, dirOut)
 	if req.IsAck() {
@@ -90,42 +69,100 @@ func (s *Server) forward(ctx context.Context, r *Request, opt ForwardOptions) {
 		}
 		return
 	}
-	key := branchKey(out.Via(), out.Method)
-	responses := make(chan *sip.Response, 32)
-	s.branches.Store(key, responses)
-	defer s.branches.Delete(key)
-	cctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	tx, err := s.txl.Request(cctx, out)
-	cancel()
+	tx, responses, release, err := s.launch(out, tp)
 	if err != nil {
 		s.upstreamState(t, false)
 		r.Log().Info("forward failed", zap.String(FieldDst, t.Dest), zap.Error(err))
 		r.Respond(503, "Service Unavailable", sip.NewHeader("Warning", `399 sipwake "next hop unreachable"`))
 		return
 	}
-	// The transaction outlives the relay: it still has to ACK a non-2xx
-	// final response (handled on sipgo's goroutine, possibly after the
-	// tap relayed it) and absorb retransmissions.
-	defer func() {
-		select {
-		case <-tx.Done():
-			return
-		default:
+	defer release()
+	s.relay(r, opt, out, tx, responses)
+}
+
+// Forwardable applies the checks every forwarded request passes (RFC 3261
+// §16.3): Max-Forwards (483) and loop detection (482). It answers and
+// returns false when the request must not be forwarded.
+func (r *Request) Forwardable() bool {
+	if mf := r.Msg.MaxForwards(); mf != nil && *mf == 0 {
+		r.Respond(483, "Too Many Hops")
+		return false
+	}
+	if r.srv.looped(r.Msg) {
+		r.Log().Info("request refused", zap.String("reason", "loop detected"))
+		r.Respond(482, "Loop Detected")
+		return false
+	}
+	return true
+}
+
+// forwardError is a forward refused for a reason the caller should hear.
+type forwardError struct {
+	code    int
+	reason  string
+	warning string
+}
+
+func (e *forwardError) Error() string { return "proxy: " + e.reason }
+
+// errFlowGone: the device's connection is closed and may not be reopened.
+var errFlowGone = &forwardError{480, "Temporarily Unavailable", `399 sipwake "device connection closed"`}
+
+// outgoing builds the copy of r to send to opt.Target and picks its
+// transport: TCP instead of UDP for a large request to a non-device hop
+// (RFC 3261 §18.1.1). A device flow that no longer exists gives
+// errFlowGone.
+func (s *Server) outgoing(r *Request, opt ForwardOptions) (*sip.Request, string, error) {
+	t := opt.Target
+	tp := strings.ToUpper(t.Transport)
+	if tp == "" {
+		tp = "UDP"
+	}
+	out, err := s.buildForward(r, opt, tp)
+	if err != nil {
+		return nil, tp, err
+	}
+	if tp == "UDP" && !t.Flow && s.listenerFor("TCP") != nil && len(out.String()) > maxUDPRequest {
+		tp = "TCP"
+		if out, err = s.buildForward(r, opt, tp); err != nil {
+			return nil, tp, err
 		}
-		switch {
-		case !out.IsInvite() && sip.IsReliable(tp):
-			tx.Terminate() // no retransmission to absorb
-		case !out.IsInvite():
-			// sipgo keeps a completed non-INVITE client transaction for
-			// Timer D (32 s); RFC 3261 §17.1.2.2 says Timer K (T4).
-			time.AfterFunc(sip.T4, tx.Terminate)
-		default:
-			// INVITE: sipgo's timers end it (Timer M after a 2xx, RFC
-			// 6026; Timer D after an ACKed failure); this only bounds one
-			// whose peer never answers a CANCEL.
-			time.AfterFunc(sip.Timer_B, tx.Terminate)
-		}
-	}()
+	}
+	if t.Flow && tp != "UDP" && !s.FlowAlive(tp, t.Dest) {
+		return nil, tp, errFlowGone
+	}
+	return out, tp, nil
+}
+
+// FlowAlive reports whether this node holds a connection over transport
+// (TCP or TLS) to dest; UDP flows always count as alive.
+func (s *Server) FlowAlive(transport, dest string) bool {
+	tp := strings.ToUpper(transport)
+	if tp == "UDP" || tp == "" {
+		return true
+	}
+	c, err := s.tpl.GetConnection(tp, dest)
+	if err != nil {
+		return false
+	}
+	_, _ = c.TryClose() // drop the reference the lookup took
+	return true
+}
+
+// launch sends out on a new client transaction over transport tp. It
+// returns the transaction, the queue the response tap fills for it, and a
+// release function to call when the caller stops reading the queue.
+func (s *Server) launch(out *sip.Request, tp string) (sip.ClientTransaction, chan *sip.Response, func(), error) {
+	key := branchKey(out.Via(), out.Method)
+	responses := make(chan *sip.Response, 32)
+	s.branches.Store(key, responses)
+	cctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	tx, err := s.txl.Request(cctx, out)
+	cancel()
+	if err != nil {
+		s.branches.Delete(key)
+		return nil, nil, nil, err
+	}
 	// The transaction's own response channel must be drained for its
 	// state machine to go on (a blocked pass-up would hold its lock); the
 	// responses relayed come from the tap. After the final response
@@ -144,7 +181,31 @@ func (s *Server) forward(ctx context.Context, r *Request, opt ForwardOptions) {
 			}
 		}
 	}()
-	s.relay(r, opt, out, tx, responses)
+	release := func() {
+		s.branches.Delete(key)
+		// The transaction outlives the relay: it still has to ACK a
+		// non-2xx final response (handled on sipgo's goroutine, possibly
+		// after the tap relayed it) and absorb retransmissions.
+		select {
+		case <-tx.Done():
+			return
+		default:
+		}
+		switch {
+		case !out.IsInvite() && sip.IsReliable(tp):
+			tx.Terminate() // no retransmission to absorb
+		case !out.IsInvite():
+			// sipgo keeps a completed non-INVITE client transaction for
+			// Timer D (32 s); RFC 3261 §17.1.2.2 says Timer K (T4).
+			time.AfterFunc(sip.T4, tx.Terminate)
+		default:
+			// INVITE: sipgo's timers end it (Timer M after a 2xx, RFC
+			// 6026; Timer D after an ACKed failure); this only bounds one
+			// whose peer never answers a CANCEL.
+			time.AfterFunc(sip.Timer_B, tx.Terminate)
+		}
+	}
+	return tx, responses, release, nil
 }
 
 // branchKey names a client transaction for the response tap: the branch

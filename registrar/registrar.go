@@ -23,40 +23,61 @@ func (r *Registrar) Wrap(next proxy.Handler) proxy.Handler {
 			return
 		}
 		if req.Target == nil && req.Msg.Recipient.User != "" && req.Server().IsOwnURI(&req.Msg.Recipient) {
-			if !r.resolveContact(ctx, req) {
+			b, ok := r.resolveContact(ctx, req)
+			if !ok {
 				return
 			}
+			ctx = context.WithValue(ctx, resolvedKey{}, b)
 		}
 		next.ServeSIP(ctx, req)
 	})
 }
 
+type resolvedKey struct{}
+
+// Resolved returns the binding whose sipwake contact the request was
+// addressed to, when the registrar resolved one for it.
+func Resolved(ctx context.Context) (store.Binding, bool) {
+	b, ok := ctx.Value(resolvedKey{}).(store.Binding)
+	return b, ok
+}
+
+// TargetFor is where a request for binding b goes: the device's contact,
+// over the flow it registered from.
+func TargetFor(b store.Binding) (proxy.Target, error) {
+	var u sip.Uri
+	if err := sip.ParseUri(b.Contact, &u); err != nil {
+		return proxy.Target{}, err
+	}
+	return proxy.Target{URI: &u, Dest: b.Source, Transport: b.Transport, Flow: true, Device: true}, nil
+}
+
 // resolveContact turns a request for a sipwake contact into a request for
 // the device behind it. It answers and returns false when it cannot.
-func (r *Registrar) resolveContact(ctx context.Context, req *proxy.Request) bool {
+func (r *Registrar) resolveContact(ctx context.Context, req *proxy.Request) (store.Binding, bool) {
 	if !req.Trusted {
 		req.Log().Info("request refused", zap.String("reason", "untrusted source towards a device"))
 		req.Respond(403, "Forbidden")
-		return false
+		return store.Binding{}, false
 	}
 	b, err := r.store.BindingByToken(ctx, req.Msg.Recipient.User)
 	switch {
 	case errors.Is(err, store.ErrNotFound):
 		req.Respond(404, "Not Found")
-		return false
+		return b, false
 	case err != nil:
 		req.Log().Warn("binding lookup failed", zap.Error(err))
 		req.Respond(503, "Service Unavailable", sip.NewHeader("Retry-After", "5"))
-		return false
+		return b, false
 	}
-	var u sip.Uri
-	if err := sip.ParseUri(b.Contact, &u); err != nil {
+	t, err := TargetFor(b)
+	if err != nil {
 		req.Log().Warn("stored contact unusable", proxy.AOR(b.AOR), zap.Error(err))
 		req.Respond(480, "Temporarily Unavailable")
-		return false
+		return b, false
 	}
-	req.Target = &proxy.Target{URI: &u, Dest: b.Source, Transport: b.Transport, Flow: true, Device: true}
-	return true
+	req.Target = &t
+	return b, true
 }
 
 // regState is what one REGISTER transaction needs to remember between the
