@@ -1,0 +1,151 @@
+package wake
+
+import (
+	"context"
+	"errors"
+	"strings"
+
+	"github.com/emiago/sipgo/sip"
+	"go.uber.org/zap"
+
+	"github.com/sipwake/sipwake/proxy"
+	"github.com/sipwake/sipwake/push"
+	"github.com/sipwake/sipwake/registrar"
+	"github.com/sipwake/sipwake/store"
+)
+
+// Wrap implements proxy.Module. It takes initial INVITEs from the PBX for
+// a push-capable device binding, or for an AOR this node serves; every
+// other request goes on down the chain.
+func (w *Wake) Wrap(next proxy.Handler) proxy.Handler {
+	return proxy.HandlerFunc(func(ctx context.Context, req *proxy.Request) {
+		if req.Msg.Method != sip.INVITE || !req.Trusted || req.InDialog() {
+			next.ServeSIP(ctx, req)
+			return
+		}
+		var (
+			aor     string
+			targets []store.Binding
+			single  bool
+		)
+		if b, ok := registrar.Resolved(ctx); ok {
+			if b.Push == nil {
+				// A device without push: the plain forwarder serves it.
+				next.ServeSIP(ctx, req)
+				return
+			}
+			aor, targets, single = b.AOR, []store.Binding{b}, true
+		} else if req.Target == nil && req.Msg.Recipient.User != "" && req.Server().ServesDomain(req.Msg.Recipient.Host) {
+			a, err := registrar.NormalizeAOR(req.Msg.Recipient)
+			if err != nil {
+				req.Respond(404, "Not Found")
+				return
+			}
+			bs, err := w.cfg.Store.Bindings(ctx, a)
+			if err != nil {
+				req.Log().Warn("binding lookup failed", proxy.AOR(a), zap.Error(err))
+				req.Respond(503, "Service Unavailable", sip.NewHeader("Retry-After", "5"))
+				return
+			}
+			if len(bs) == 0 {
+				req.Respond(480, "Temporarily Unavailable", sip.NewHeader("Warning", `399 sipwake "no device registered"`))
+				return
+			}
+			aor, targets = a, bs
+		} else {
+			next.ServeSIP(ctx, req)
+			return
+		}
+		if !req.Forwardable() {
+			return
+		}
+		newCall(w, req, aor, single, pushAllowed(req.Msg)).run(targets)
+	})
+}
+
+// pushAllowed reports whether an INVITE may wake devices: not one that
+// replaces an existing dialog (RFC 3891: the device is already in a call
+// with the app awake) and not one marked non-urgent (RFC 3261 §20.26).
+func pushAllowed(m *sip.Request) bool {
+	if m.GetHeader("Replaces") != nil {
+		return false
+	}
+	if h := m.GetHeader("Priority"); h != nil && strings.EqualFold(strings.TrimSpace(h.Value()), "non-urgent") {
+		return false
+	}
+	return true
+}
+
+// pushTarget converts a stored push target to the push package's.
+func pushTarget(t *store.PushTarget) push.Target {
+	return push.Target{Provider: t.Provider, Token: t.Token, Param: t.Param, Tokens: t.Tokens, Legacy: t.Legacy}
+}
+
+// hasType reports whether the device accepts push type typ (registrar
+// PushType* names).
+func hasType(t *store.PushTarget, typ string) bool {
+	for _, x := range t.Types {
+		if x == typ {
+			return true
+		}
+	}
+	return false
+}
+
+// isAPNs reports whether the target is an Apple device.
+func isAPNs(t *store.PushTarget) bool {
+	return t.Provider == push.ProviderAPNs || t.Provider == push.ProviderAPNsDev
+}
+
+// errNoPushForm: the device has no push form for the event (an iOS device
+// that gave only a VoIP token gets no alert push: VoIP is for calls only).
+var errNoPushForm = errors.New("wake: device accepts no push of this kind")
+
+// notification builds the push for event ev to device b.
+func (c *call) notification(b *store.Binding, ev push.Event) (*push.Notification, error) {
+	t := b.Push
+	n := &push.Notification{
+		Target:     pushTarget(t),
+		Payload:    push.Payload{Event: ev, CallID: c.callID, AOR: c.aor},
+		CollapseID: push.CollapseID(c.callID),
+	}
+	if c.w.cfg.IncludeCaller {
+		n.Payload.FromURI, n.Payload.FromName = c.fromURI, c.fromName
+	}
+	switch {
+	case isAPNs(t) && ev == push.EventCall && hasType(t, registrar.PushTypeVoIP):
+		n.Type = push.TypeVoIP
+		n.Expiration = c.deadline
+	case isAPNs(t):
+		if !hasType(t, registrar.PushTypeRemote) {
+			return nil, errNoPushForm
+		}
+		n.Type = push.TypeAlert
+		n.Alert = alertText(ev, c.callerLabel())
+		if ev == push.EventCall {
+			n.Expiration = c.deadline
+		}
+	default:
+		n.Type = typeData
+		if ev == push.EventCall {
+			n.Expiration = c.deadline
+		}
+	}
+	return n, nil
+}
+
+// typeData is the push type of provider-neutral data messages (FCM, Web
+// Push, the webhook).
+const typeData push.Type = "data"
+
+// alertText is the visible text of an alert push.
+func alertText(ev push.Event, caller string) *push.Alert {
+	switch ev {
+	case push.EventCall:
+		return &push.Alert{Title: "Incoming call", Body: caller}
+	case push.EventCallAnsweredElsewhere:
+		return &push.Alert{Title: "Call answered elsewhere", Body: caller}
+	default:
+		return &push.Alert{Title: "Missed call", Body: caller}
+	}
+}
