@@ -99,7 +99,7 @@ type Wake struct {
 	stop     context.CancelFunc
 	stopCh   chan struct{}
 	stopOnce sync.Once
-	events <-chan store.Event
+	events   <-chan store.Event
 }
 
 var (
