@@ -208,8 +208,19 @@ type WakeConfig struct {
 	// CallerFeedback is the provisional response sent upstream while a device wakes:
 	// none, 110, 180 or 183. Default: "180".
 	CallerFeedback string `mapstructure:"caller_feedback" doc:"Provisional response sent upstream while a device wakes: none, 110, 180 or 183."`
+	// NoAnswerStatus is the final status sent upstream when no device answered within
+	// the hold. Default: 480.
+	NoAnswerStatus int `mapstructure:"no_answer_status" doc:"Final status sent upstream when no device answered within the hold (a 4xx-6xx code)."`
 	// MissedCallPush sends a push when a held call ends unanswered. Default: true.
 	MissedCallPush bool `mapstructure:"missed_call_push" doc:"Send a missed-call push when a held call ends unanswered."`
+	// CancelledCallDelivery is what an iOS device woken by a VoIP push gets when the
+	// call ended before it registered again: invite_cancel (the INVITE then a CANCEL
+	// with the Reason, so the app can report and end the CallKit call) or push_only.
+	// Both also send an alert push saying the call was missed. Default: invite_cancel.
+	CancelledCallDelivery string `mapstructure:"cancelled_call_delivery" doc:"iOS device woken for a call that ended before it registered: invite_cancel (INVITE then CANCEL, for CallKit) or push_only."`
+	// AwakePushDelay is how long a push-capable device whose TCP/TLS connection is still
+	// open may take to ring before it is pushed anyway. Default: 2s.
+	AwakePushDelay time.Duration `mapstructure:"awake_push_delay" doc:"A push-capable device with an open TCP/TLS connection gets the INVITE at once, and a push only if it has not rung after this delay. 0: push at once."`
 	// MessageAcceptTimeout is how long a MESSAGE waits for a device before it is stored
 	// and answered 202. Default: 5s.
 	MessageAcceptTimeout time.Duration `mapstructure:"message_accept_timeout" doc:"How long a MESSAGE waits for a device to answer before it is stored and answered 202 Accepted."`

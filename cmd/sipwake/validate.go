@@ -103,6 +103,13 @@ func (c *Config) Validate() []Problem {
 	w := c.Wake
 	v.positive("wake.invite_hold_timeout", w.InviteHoldTimeout)
 	v.oneOf("wake.caller_feedback", w.CallerFeedback, "none", "110", "180", "183")
+	v.oneOf("wake.cancelled_call_delivery", w.CancelledCallDelivery, "invite_cancel", "push_only")
+	if w.NoAnswerStatus < 400 || w.NoAnswerStatus > 699 {
+		v.add("wake.no_answer_status", fmt.Sprintf("%d is not a failure status (400-699)", w.NoAnswerStatus))
+	}
+	if w.AwakePushDelay < 0 {
+		v.add("wake.awake_push_delay", "must not be negative")
+	}
 	v.positive("wake.message_accept_timeout", w.MessageAcceptTimeout)
 	v.positive("wake.message_ttl", w.MessageTTL)
 
