@@ -86,12 +86,16 @@ func (t Target) TokenFor(typ Type) string {
 }
 
 // Topic is the APNs topic for push type typ: the bundle id (pn-param
-// without "TEAMID."), with ".voip" for VoIP pushes and without it for
+// without "TEAMID.", or a legacy target's app-id as it is), with ".voip" for VoIP pushes and without it for
 // the others.
 func (t Target) Topic(typ Type) string {
 	bundle := t.Param
-	if i := strings.IndexByte(bundle, '.'); i >= 0 {
-		bundle = bundle[i+1:]
+	// RFC 8599 pn-param is "TEAMID.bundle"; Linphone legacy app-id is the
+	// bundle alone.
+	if _, legacy := t.Legacy["pn-type"]; !legacy {
+		if i := strings.IndexByte(bundle, '.'); i >= 0 {
+			bundle = bundle[i+1:]
+		}
 	}
 	bundle = strings.TrimSuffix(bundle, ".voip")
 	if typ == TypeVoIP {
