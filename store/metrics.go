@@ -8,7 +8,7 @@ import (
 )
 
 // Operation label values of sipwake_store_errors_total, one per Store
-// method; a backend may add its own (sweep, publish).
+// method; a backend may add its own (sweep).
 const (
 	OpPutBinding     = "put_binding"
 	OpDeleteBinding  = "delete_binding"
@@ -20,12 +20,23 @@ const (
 	OpPing           = "ping"
 	OpClose          = "close"
 	OpSecret         = "secret"
+	OpClearPush      = "clear_push"
+	OpPutHeld        = "put_held"
+	OpDeleteHeld     = "delete_held"
+	OpListHeld       = "list_held"
+	OpClaimHeld      = "claim_held"
+	OpHeartbeat      = "heartbeat"
+	OpNodeAlive      = "node_alive"
+	// OpPublish counts failed Publish calls, and the redis backend's
+	// failed PUBLISH of the events a write announces.
+	OpPublish = "publish"
 )
 
 // Ops lists the operations every backend has.
 func Ops() []string {
 	return []string{OpPutBinding, OpDeleteBinding, OpDeleteAOR, OpBindings, OpBindingByToken,
-		OpListBindings, OpSubscribe, OpPing, OpClose, OpSecret}
+		OpListBindings, OpSubscribe, OpPing, OpClose, OpSecret, OpClearPush, OpPutHeld,
+		OpDeleteHeld, OpListHeld, OpClaimHeld, OpHeartbeat, OpNodeAlive, OpPublish}
 }
 
 // Metrics are the collectors every store backend shares. The metric names
@@ -45,7 +56,7 @@ type Metrics struct {
 func NewMetrics(reg prometheus.Registerer, backend string, ops []string) (*Metrics, error) {
 	errs := prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "sipwake_store_errors_total",
-		Help: "Store backend errors by backend and operation; not found and too many bindings are not counted.",
+		Help: "Store backend errors by backend and operation; not found, too many bindings and conflicts are not counted.",
 	}, []string{"backend", "op"})
 	dropped := prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "sipwake_store_events_dropped_total",
@@ -82,10 +93,10 @@ func registerOnce(reg prometheus.Registerer, c *prometheus.CounterVec) (*prometh
 }
 
 // Observe counts err under op unless it is a normal outcome (not found,
-// too many bindings, closed).
+// too many bindings, conflict, closed).
 func (m *Metrics) Observe(op string, err error) {
-	if err == nil || errors.Is(err, ErrNotFound) ||
-		errors.Is(err, ErrTooManyBindings) || errors.Is(err, ErrClosed) {
+	if err == nil || errors.Is(err, ErrNotFound) || errors.Is(err, ErrTooManyBindings) ||
+		errors.Is(err, ErrConflict) || errors.Is(err, ErrClosed) {
 		return
 	}
 	m.errors.WithLabelValues(m.backend, op).Inc()

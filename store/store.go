@@ -204,6 +204,14 @@ type HeldCall struct {
 	Cancelled bool `json:"cancelled,omitempty"`
 }
 
+// HeldRetention is how long after its Deadline a held call is kept: a
+// minute after the Deadline the store forgets it by itself.
+const HeldRetention = time.Minute
+
+// Kept reports whether the store still keeps the held call at now: until
+// HeldRetention after its Deadline.
+func (h *HeldCall) Kept(now time.Time) bool { return now.Before(h.Deadline.Add(HeldRetention)) }
+
 // HeldFilter narrows ListHeld.
 type HeldFilter struct {
 	// AOR and Node, when set, must match.
@@ -211,7 +219,9 @@ type HeldFilter struct {
 	Node string
 }
 
-// Held keeps held-INVITE records and node liveness.
+// Held keeps held-INVITE records and node liveness. A held call's ID, AOR
+// and Node are kept and compared as raw bytes (any byte allowed), and its
+// Request byte for byte.
 type Held interface {
 	// PutHeld inserts or replaces a held call. The store forgets it by
 	// itself a minute after its Deadline.
@@ -277,5 +287,16 @@ func SortOldestFirst(bs []Binding) {
 			return bs[i].LastSeen.Before(bs[j].LastSeen)
 		}
 		return bs[i].Instance < bs[j].Instance
+	})
+}
+
+// SortHeld orders held calls as ListHeld returns them: by Received, then
+// by ID.
+func SortHeld(hs []HeldCall) {
+	sort.SliceStable(hs, func(i, j int) bool {
+		if !hs[i].Received.Equal(hs[j].Received) {
+			return hs[i].Received.Before(hs[j].Received)
+		}
+		return hs[i].ID < hs[j].ID
 	})
 }
