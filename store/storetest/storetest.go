@@ -78,6 +78,18 @@ func RunWithOptions(t *testing.T, open OpenFunc, opt Options) {
 		{"Secret", s.testSecret},
 		{"SecretRestart", s.testSecretRestart},
 		{"SecretConcurrentCreate", s.testSecretRace},
+		{"ClearPush", s.testClearPush},
+		{"ClearPushStaleToken", s.testClearPushStale},
+		{"ClearPushEvents", s.testClearPushEvents},
+		{"Publish", s.testPublish},
+		{"HeldPutList", s.testHeldPutList},
+		{"HeldBinarySafe", s.testHeldBinarySafe},
+		{"HeldDelete", s.testHeldDelete},
+		{"HeldClaim", s.testHeldClaim},
+		{"HeldClaimRace", s.testHeldClaimRace},
+		{"HeldExpiry", s.testHeldExpiry},
+		{"HeldRestart", s.testHeldRestart},
+		{"NodeHeartbeat", s.testNodeHeartbeat},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -122,7 +134,7 @@ func Fixture(aor, instance, token string, ttl time.Duration) store.Binding {
 		Contact:     "sip:alice@192.0.2.10:5062;transport=tcp",
 		Source:      "192.0.2.10:5062",
 		Transport:   "tcp",
-		Flow:        store.Flow{Node: NodeA, Conn: "192.0.2.10:5062"},
+		Flow:        store.Flow{Node: NodeA, Conn: "192.0.2.10:5062", NodeURI: "sip:192.0.2.1:5060;transport=tcp"},
 		Push: &store.PushTarget{
 			Provider: "apns",
 			Token:    "voip-" + token,
@@ -236,6 +248,9 @@ func (s *suite) testPutGetReplace(t *testing.T) {
 		t.Fatalf("Bindings after first put: %d bindings, want 1", len(got))
 	}
 	checkBinding(t, "stored binding", got[0], b1)
+	if got[0].Flow.NodeURI != b1.Flow.NodeURI {
+		t.Errorf("stored Flow.NodeURI = %q, want %q", got[0].Flow.NodeURI, b1.Flow.NodeURI)
+	}
 
 	// Same instance: replaced, previous returned, old token unlinked.
 	b1b := Fixture(aor, "dev-1", "tok-1b", 2*time.Hour)
@@ -691,6 +706,168 @@ func (s *suite) testEvents(t *testing.T) {
 	}
 }
 
+func (s *suite) testClearPush(t *testing.T) {
+	a, b, _ := s.nodes(t)
+	const aor = "sip:lena@example.com"
+	bd := Fixture(aor, "dev", "tok", time.Hour)
+	put(t, a, bd, 0)
+	clear := func(st store.Store, aor, inst, token string) (bool, error) {
+		t.Helper()
+		return st.ClearPush(ctx(t), aor, inst, token)
+	}
+	for _, tok := range []string{"voip-other", "", "tok", "remote-tok", "voip-to", "voip-tok "} {
+		if ok, err := clear(b, aor, "dev", tok); ok || err != nil {
+			t.Errorf("ClearPush(token %q) = %v, %v; want false, nil (stored token is %q)", tok, ok, err, bd.Push.Token)
+		}
+	}
+	checkBinding(t, "binding after non-matching ClearPush", bindings(t, a, aor)[0], bd)
+
+	if ok, err := clear(b, aor, "dev", bd.Push.Token); !ok || err != nil {
+		t.Fatalf("ClearPush(stored token) = %v, %v; want true, nil", ok, err)
+	}
+	want := bd
+	want.Push = nil
+	for _, st := range []store.Store{a, b} {
+		got := bindings(t, st, aor)
+		if len(got) != 1 {
+			t.Fatalf("Bindings after ClearPush: %d bindings, want 1", len(got))
+		}
+		checkBinding(t, "binding after ClearPush (only Push cleared)", got[0], want)
+		// The contact token still leads to it.
+		if got, err := st.BindingByToken(ctx(t), bd.Token); err != nil {
+			t.Errorf("BindingByToken after ClearPush: %v", err)
+		} else {
+			checkBinding(t, "BindingByToken after ClearPush", got, want)
+		}
+	}
+	if ok, err := clear(a, aor, "dev", bd.Push.Token); ok || err != nil {
+		t.Errorf("second ClearPush = %v, %v; want false, nil", ok, err)
+	}
+
+	noPush := Fixture(aor, "nopush", "tok-np", time.Hour)
+	noPush.Push = nil
+	put(t, a, noPush, 0)
+	if ok, err := clear(a, aor, "nopush", ""); ok || err != nil {
+		t.Errorf("ClearPush of a binding without push = %v, %v; want false, nil", ok, err)
+	}
+	put(t, a, Fixture(aor, "past", "tok-past", -time.Second), 0)
+	for _, tc := range []struct{ aor, inst, token string }{
+		{aor, "absent", "voip-tok"},
+		{"sip:nobody@example.com", "dev", "voip-tok"},
+		{aor, "past", "voip-tok-past"},
+		{"sip:lena@example.co", "dev", "voip-tok"},
+	} {
+		if ok, err := clear(b, tc.aor, tc.inst, tc.token); !errors.Is(err, store.ErrNotFound) {
+			t.Errorf("ClearPush(%q, %q) = %v, %v; want ErrNotFound", tc.aor, tc.inst, ok, err)
+		}
+	}
+	// The binding still expires when it did.
+	if got := bindings(t, a, aor); len(got) != 2 || !got[0].Expires.Equal(bd.Expires) {
+		t.Errorf("after ClearPush: %d bindings, first expires %v, want 2 and %v", len(got), got[0].Expires, bd.Expires)
+	}
+}
+
+func (s *suite) testClearPushStale(t *testing.T) {
+	a, b, _ := s.nodes(t)
+	const aor = "sip:mia@example.com"
+	put(t, a, Fixture(aor, "dev", "old", time.Hour), 0)
+	// A fresh REGISTER stores a new push token; then the push sent to the
+	// old one fails permanently.
+	fresh := Fixture(aor, "dev", "new", time.Hour)
+	put(t, b, fresh, 0)
+	if ok, err := a.ClearPush(ctx(t), aor, "dev", "voip-old"); ok || err != nil {
+		t.Errorf("ClearPush(stale token) = %v, %v; want false, nil", ok, err)
+	}
+	checkBinding(t, "binding after ClearPush with a stale token", bindings(t, b, aor)[0], fresh)
+
+	// The same, racing: whatever the order, the new token survives.
+	const rounds = 20
+	c := ctx(t)
+	for r := range rounds {
+		inst := fmt.Sprintf("race-%d", r)
+		old := Fixture(aor, inst, "old-"+inst, time.Hour)
+		put(t, a, old, 0)
+		next := Fixture(aor, inst, "new-"+inst, time.Hour)
+		start := make(chan struct{})
+		var wg sync.WaitGroup
+		wg.Go(func() {
+			<-start
+			if _, err := a.ClearPush(c, aor, inst, old.Push.Token); err != nil {
+				t.Errorf("round %d: ClearPush: %v", r, err)
+			}
+		})
+		wg.Go(func() {
+			<-start
+			if _, err := b.PutBinding(c, next, 0); err != nil {
+				t.Errorf("round %d: PutBinding: %v", r, err)
+			}
+		})
+		close(start)
+		wg.Wait()
+		for _, got := range bindings(t, a, aor) {
+			if got.Instance == inst {
+				checkBinding(t, fmt.Sprintf("round %d: binding after racing ClearPush and PutBinding", r), got, next)
+			}
+		}
+	}
+}
+
+func (s *suite) testClearPushEvents(t *testing.T) {
+	a, b, nodeB := s.nodes(t)
+	onB, err := b.Subscribe(t.Context())
+	if err != nil {
+		t.Fatalf("Subscribe: %v", err)
+	}
+	const aor = "sip:nia@example.com"
+	bd := Fixture(aor, "dev", "tok", time.Hour)
+	put(t, b, bd, 0)
+	expectEvent(t, onB, store.Event{Kind: store.EventBindingPut, AOR: aor, Instance: "dev", Node: nodeB})
+	if ok, err := a.ClearPush(ctx(t), aor, "dev", "voip-other"); ok || err != nil {
+		t.Fatalf("ClearPush(other token) = %v, %v", ok, err)
+	}
+	if ok, err := a.ClearPush(ctx(t), aor, "dev", bd.Push.Token); !ok || err != nil {
+		t.Fatalf("ClearPush = %v, %v", ok, err)
+	}
+	// Only the ClearPush that changed the binding published.
+	expectEvent(t, onB, store.Event{Kind: store.EventBindingPut, AOR: aor, Instance: "dev", Node: NodeA})
+	if ok, err := a.ClearPush(ctx(t), aor, "dev", bd.Push.Token); ok || err != nil {
+		t.Fatalf("second ClearPush = %v, %v", ok, err)
+	}
+	put(t, a, Fixture(aor, "marker", "tok-m", time.Hour), 0)
+	expectEvent(t, onB, store.Event{Kind: store.EventBindingPut, AOR: aor, Instance: "marker", Node: NodeA})
+}
+
+func (s *suite) testPublish(t *testing.T) {
+	a, b, nodeB := s.nodes(t)
+	var subs []<-chan store.Event
+	for _, st := range []store.Store{a, a, b} {
+		ch, err := st.Subscribe(t.Context())
+		if err != nil {
+			t.Fatalf("Subscribe: %v", err)
+		}
+		subs = append(subs, ch)
+	}
+	events := []struct {
+		from store.Store
+		ev   store.Event
+	}{
+		{a, store.Event{Kind: store.EventHeldCancelled, AOR: "sip:olga@example.com", Key: "call-1;z9hG4bK1", Node: NodeA}},
+		{b, store.Event{Kind: store.EventHeldCancelled, Key: "call-2;z9hG4bK2", Node: nodeB}},
+		{a, store.Event{Kind: store.EventBindingPut, AOR: "sip:olga@example.com", Instance: "dev", Node: NodeA}},
+		{b, store.Event{Kind: "custom", Key: "k", Node: "elsewhere"}},
+	}
+	for _, e := range events {
+		if err := e.from.Publish(ctx(t), e.ev); err != nil {
+			t.Fatalf("Publish(%+v): %v", e.ev, err)
+		}
+		// Every subscriber, the publisher's own included, receives it as
+		// published.
+		for _, ch := range subs {
+			expectEvent(t, ch, e.ev)
+		}
+	}
+}
+
 func (s *suite) testConcurrentPut(t *testing.T) {
 	a, b, _ := s.nodes(t)
 	const (
@@ -863,6 +1040,14 @@ func (s *suite) testClose(t *testing.T) {
 		{"BindingByToken", func() error { _, err := st.BindingByToken(ctx(t), "tok-a"); return err }()},
 		{"Subscribe", func() error { _, err := st.Subscribe(ctx(t)); return err }()},
 		{"Secret", func() error { _, err := st.Secret(ctx(t), "s", 32); return err }()},
+		{"ClearPush", func() error { _, err := st.ClearPush(ctx(t), "sip:kim@example.com", "a", "voip-tok-a"); return err }()},
+		{"Publish", st.Publish(ctx(t), store.Event{Kind: store.EventHeldCancelled, Key: "k", Node: NodeA})},
+		{"PutHeld", st.PutHeld(ctx(t), HeldFixture("h", "sip:kim@example.com", NodeA, time.Now(), time.Now().Add(time.Hour)))},
+		{"DeleteHeld", st.DeleteHeld(ctx(t), "h")},
+		{"ListHeld", func() error { _, err := st.ListHeld(ctx(t), store.HeldFilter{}); return err }()},
+		{"ClaimHeld", func() error { _, err := st.ClaimHeld(ctx(t), "h", NodeA, NodeB); return err }()},
+		{"Heartbeat", st.Heartbeat(ctx(t), NodeA, time.Minute)},
+		{"NodeAlive", func() error { _, err := st.NodeAlive(ctx(t), NodeA); return err }()},
 	}
 	for _, c := range checks {
 		if !errors.Is(c.err, store.ErrClosed) {
