@@ -7,14 +7,19 @@
 //
 // Layout of the file (all keys are raw bytes):
 //
-//	bindings  aorKey(aor) + instance        -> Binding as JSON
-//	tokens    token                         -> aorKey(aor) + instance
-//	expiry    8-byte big-endian unix nanos + aorKey(aor) + instance -> empty
-//	secrets   name                          -> the secret's raw bytes
+//	bindings   aorKey(aor) + instance        -> Binding as JSON
+//	tokens     token                         -> aorKey(aor) + instance
+//	expiry     8-byte big-endian unix nanos + aorKey(aor) + instance -> empty
+//	secrets    name                          -> the secret's raw bytes
+//	held       held-call ID                  -> uvarint-prefixed AOR and Node, then the call as JSON
+//	heldexpiry 8-byte big-endian unix nanos (Deadline + store.HeldRetention) + ID -> empty
+//	nodes      node id                       -> 8-byte big-endian unix nanos when its heartbeat lapses
 //
 // aorKey escapes NUL as 0x00 0xFF and ends with 0x00 0x01, so a bucket
 // cursor walks bindings sorted by AOR then instance, the keys of one AOR
 // share a prefix that no other AOR starts with, and any byte is allowed in
-// an AOR or an instance. The expiry bucket lets the background sweeper find
-// expired bindings without reading every record.
+// an AOR or an instance. The expiry and heldexpiry buckets let the
+// background sweeper find expired bindings and forgotten held calls
+// without reading every record. Every change (ClearPush and ClaimHeld
+// included) is one bbolt write transaction, so it is atomic.
 package embedded

@@ -37,7 +37,16 @@ var (
 	bucketTokens   = []byte("tokens")
 	bucketExpiry   = []byte("expiry")
 	bucketSecrets  = []byte("secrets")
+	// bucketHeld and bucketHeldExpiry keep held calls and their forget
+	// index (see held.go); bucketNodes the node heartbeats.
+	bucketHeld       = []byte("held")
+	bucketHeldExpiry = []byte("heldexpiry")
+	bucketNodes      = []byte("nodes")
 )
+
+// buckets lists every bucket Open creates.
+var buckets = [][]byte{bucketBindings, bucketTokens, bucketExpiry, bucketSecrets,
+	bucketHeld, bucketHeldExpiry, bucketNodes}
 
 // Options configures Open.
 type Options struct {
@@ -111,7 +120,7 @@ func Open(ctx context.Context, opt Options) (*Store, error) {
 		return nil, fmt.Errorf("embedded store: open %s: %w", opt.Path, err)
 	}
 	err = db.Update(func(tx *bolt.Tx) error {
-		for _, name := range [][]byte{bucketBindings, bucketTokens, bucketExpiry, bucketSecrets} {
+		for _, name := range buckets {
 			if _, err := tx.CreateBucketIfNotExists(name); err != nil {
 				return err
 			}
@@ -459,6 +468,56 @@ func (s *Store) ListBindings(ctx context.Context, opt store.ListOptions) (out []
 	return out, nil
 }
 
+// ClearPush implements store.Bindings in one bbolt write transaction: the
+// binding is read, compared and rewritten without its push target while
+// no other writer runs. The token and expiry indexes do not change.
+func (s *Store) ClearPush(ctx context.Context, aor, instance, token string) (cleared bool, err error) {
+	defer func() { s.metrics.Observe(store.OpClearPush, err) }()
+	if err := s.begin(ctx); err != nil {
+		return false, fail("clear push", err)
+	}
+	key := bindingKey(aor, instance)
+	now := time.Now()
+	found := false
+	err = s.db.Update(func(tx *bolt.Tx) error {
+		found, cleared = false, false
+		bk := tx.Bucket(bucketBindings)
+		v := bk.Get(key)
+		if v == nil {
+			return nil
+		}
+		b, err := decode(key, v)
+		if err != nil {
+			return err
+		}
+		if found = b.Live(now); !found {
+			return nil
+		}
+		if token == "" || b.Push == nil || b.Push.Token != token {
+			return nil
+		}
+		b.Push = nil
+		val, err := json.Marshal(b)
+		if err != nil {
+			return err
+		}
+		if err := bk.Put(key, val); err != nil {
+			return err
+		}
+		cleared = true
+		ev := s.event(store.EventBindingPut, aor, instance)
+		tx.OnCommit(func() { s.hub.publish(ev) })
+		return nil
+	})
+	if err != nil {
+		return false, fail("clear push", err)
+	}
+	if !found {
+		return false, store.ErrNotFound
+	}
+	return cleared, nil
+}
+
 // Subscribe implements store.Events. Events reach subscribers of this
 // process only. Each subscriber has a buffer of SubscriberBuffer events;
 // when it is full, further events to that subscriber are dropped and
@@ -474,6 +533,18 @@ func (s *Store) Subscribe(ctx context.Context) (ch <-chan store.Event, err error
 		return nil, fail("subscribe", err)
 	}
 	return ch, nil
+}
+
+// Publish implements store.Events: e reaches every subscriber of this
+// process (the only node an embedded store serves), as given, with the
+// same buffering as the events of writes.
+func (s *Store) Publish(ctx context.Context, e store.Event) (err error) {
+	defer func() { s.metrics.Observe(store.OpPublish, err) }()
+	if err := s.begin(ctx); err != nil {
+		return fail("publish", err)
+	}
+	s.hub.publish(e)
+	return nil
 }
 
 // Secret implements store.Store: it reads the secret from the "secrets"
@@ -543,7 +614,8 @@ func (s *Store) Close() error {
 	return s.closeErr
 }
 
-// sweeper deletes expired bindings every interval until Close.
+// sweeper deletes expired bindings and held calls every interval until
+// Close.
 func (s *Store) sweeper(interval time.Duration) {
 	defer close(s.swept)
 	t := time.NewTicker(interval)
@@ -559,9 +631,25 @@ func (s *Store) sweeper(interval time.Duration) {
 	}
 }
 
-// sweep deletes the bindings expired at now, in batches, and returns how
-// many it deleted. Expiry is not a change made by a node: no event.
+// sweep deletes the bindings expired at now, the held calls forgotten at
+// now and the lapsed node heartbeats, and returns how many bindings and
+// held calls it deleted. Expiry is not a change made by a node: no event.
 func (s *Store) sweep(now time.Time) (int, error) {
+	n, err := s.sweepBindings(now)
+	if err != nil {
+		return n, err
+	}
+	h, err := s.sweepHeld(now)
+	n += h
+	if err != nil {
+		return n, err
+	}
+	return n, s.sweepNodes(now)
+}
+
+// sweepBindings deletes the bindings expired at now, in batches, and
+// returns how many it deleted.
+func (s *Store) sweepBindings(now time.Time) (int, error) {
 	total := 0
 	for {
 		n, more := 0, false

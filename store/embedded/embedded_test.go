@@ -225,7 +225,19 @@ func TestErrorMetric(t *testing.T) {
 	if _, err := s.Secret(t.Context(), "k", 32); err != nil {
 		t.Fatalf("Secret: %v", err)
 	}
-	for op, want := range map[string]float64{"ping": 1, "put_binding": 1, "delete_binding": 0, "secret": 1} {
+	// A lost claim is an outcome, not an error.
+	now := time.Now()
+	if err := s.PutHeld(t.Context(), storetest.HeldFixture("h", "sip:x@example.com", "n1", now, now.Add(time.Hour))); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.ClaimHeld(t.Context(), "h", "n2", "n3"); !errors.Is(err, store.ErrConflict) {
+		t.Fatalf("ClaimHeld: %v, want ErrConflict", err)
+	}
+	if err := s.Heartbeat(canceled, "n1", time.Minute); err == nil {
+		t.Fatal("Heartbeat(canceled) succeeded")
+	}
+	for op, want := range map[string]float64{"ping": 1, "put_binding": 1, "delete_binding": 0, "secret": 1,
+		"claim_held": 0, "heartbeat": 1, "publish": 0, "sweep": 0} {
 		labels := map[string]string{"backend": "embedded", "op": op}
 		if got := counter(t, reg, "sipwake_store_errors_total", labels); got != want {
 			t.Errorf("sipwake_store_errors_total%v = %v, want %v", labels, got, want)
@@ -287,5 +299,54 @@ func TestSecretSurvivesRestart(t *testing.T) {
 	// Secrets are not bindings: the binding buckets stay empty.
 	if b, tok, exp, err := s2.Counts(); err != nil || b+tok+exp != 0 {
 		t.Errorf("Counts = %d, %d, %d, %v; want 0 each", b, tok, exp, err)
+	}
+}
+
+func TestSweeperForgetsHeldCallsAndNodes(t *testing.T) {
+	s := open(t, embedded.Options{Path: filepath.Join(t.TempDir(), "s.db"), SweepInterval: -1})
+	ctx := t.Context()
+	now := time.Now()
+	// Forgotten one second from now, and an hour from now.
+	soon := storetest.HeldFixture("soon", "sip:h@example.com", "n1", now, now.Add(-store.HeldRetention+time.Second))
+	later := storetest.HeldFixture("later", "sip:h@example.com", "n1", now, now.Add(time.Hour))
+	for _, h := range []store.HeldCall{soon, later} {
+		if err := s.PutHeld(ctx, h); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := s.Heartbeat(ctx, "n1", time.Second); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Heartbeat(ctx, "n2", time.Hour); err != nil {
+		t.Fatal(err)
+	}
+	if n, err := s.Sweep(now); err != nil || n != 0 {
+		t.Fatalf("early Sweep = %d, %v; want 0", n, err)
+	}
+	if h, e, nodes, err := s.HeldCounts(); err != nil || h != 2 || e != 2 || nodes != 2 {
+		t.Fatalf("before sweep: %d held, %d index keys, %d nodes (%v); want 2 each", h, e, nodes, err)
+	}
+	if n, err := s.Sweep(now.Add(2 * time.Second)); err != nil || n != 1 {
+		t.Fatalf("Sweep = %d, %v; want 1", n, err)
+	}
+	if h, e, nodes, err := s.HeldCounts(); err != nil || h != 1 || e != 1 || nodes != 1 {
+		t.Errorf("after sweep: %d held, %d index keys, %d nodes (%v); want 1 each", h, e, nodes, err)
+	}
+	if got, err := s.ListHeld(ctx, store.HeldFilter{}); err != nil || len(got) != 1 || got[0].ID != "later" {
+		t.Errorf("ListHeld after sweep = %d calls, %v; want only %q", len(got), err, "later")
+	}
+	// Deleting and replacing leave no index entry behind.
+	later.Deadline = later.Deadline.Add(time.Hour)
+	if err := s.PutHeld(ctx, later); err != nil {
+		t.Fatal(err)
+	}
+	if h, e, _, err := s.HeldCounts(); err != nil || h != 1 || e != 1 {
+		t.Errorf("after replace: %d held, %d index keys (%v); want 1 each", h, e, err)
+	}
+	if err := s.DeleteHeld(ctx, "later"); err != nil {
+		t.Fatal(err)
+	}
+	if h, e, _, err := s.HeldCounts(); err != nil || h != 0 || e != 0 {
+		t.Errorf("after delete: %d held, %d index keys (%v); want 0 each", h, e, err)
 	}
 }

@@ -19,3 +19,14 @@ func (s *Store) Counts() (bindings, tokens, expiry int, err error) {
 	})
 	return
 }
+
+// HeldCounts returns the number of keys in the held-call and node buckets.
+func (s *Store) HeldCounts() (held, heldExpiry, nodes int, err error) {
+	err = s.db.View(func(tx *bolt.Tx) error {
+		held = tx.Bucket(bucketHeld).Stats().KeyN
+		heldExpiry = tx.Bucket(bucketHeldExpiry).Stats().KeyN
+		nodes = tx.Bucket(bucketNodes).Stats().KeyN
+		return nil
+	})
+	return
+}
