@@ -19,3 +19,13 @@ func (s *Store) AddHook(h goredis.Hook) { s.client.AddHook(h) }
 // OneTrip reports whether the store writes in one round trip (not a
 // Cluster client).
 func (s *Store) OneTrip() bool { return s.oneTrip }
+
+// HeldKeys returns the key names of the held-call index and of the record
+// of held call id under prefix.
+func HeldKeys(prefix, id string) (index, record string) {
+	k := keys{prefix: prefix}
+	return k.heldIndex(), k.held(id)
+}
+
+// NodeKey returns the heartbeat key of node under prefix.
+func NodeKey(prefix, node string) string { return keys{prefix: prefix}.node(node) }

@@ -10,17 +10,24 @@ const DefaultKeyPrefix = "sipwake:"
 
 // keys builds the store's key names (see README.md):
 //
-//	<p>aor:{A}        ZSET  instance -> expiry (unix ms); PEXPIREAT max expiry
-//	<p>binding:{A}:I  HASH  data (JSON), token, aor, instance; PEXPIREAT expiry
-//	<p>token:T        STRING the binding key name; PXAT the binding's expiry
-//	<p>secret:N       STRING the secret's raw bytes; no expiry
-//	<p>events         pub/sub channel of JSON store.Event
+//	<p>aor:{A}           ZSET   instance -> expiry (unix ms); PEXPIREAT max expiry
+//	<p>binding:{A}:I     HASH   data (JSON), token, aor, instance; PEXPIREAT expiry
+//	<p>token:T           STRING the binding key name; PXAT the binding's expiry
+//	<p>secret:N          STRING the secret's raw bytes; no expiry
+//	<p>heldcalls:{held}  ZSET   held-call ID -> forget time (unix ms); PEXPIREAT max
+//	<p>held:{held}:H     HASH   data (JSON), aor, node; PEXPIREAT forget time
+//	<p>node:N            STRING last heartbeat (unix ms); PX the heartbeat's ttl
+//	<p>events            pub/sub channel of JSON store.Event
 //
 // A is the AOR with '%', '{' and '}' percent-escaped, so that the hash tag
 // {A} is exactly the AOR (both keys of an AOR land in one Cluster slot) and
-// no AOR/instance pair can produce another pair's key. I, T and N (a
-// secret name) are raw. In Cluster mode a secret key hashes like any plain
-// key (by its name, or by a {tag} inside it): it is read and written alone.
+// no AOR/instance pair can produce another pair's key. I, T, N (a secret
+// or node name) and H (a held call's ID) are raw. In Cluster mode a secret
+// or node key hashes like any plain key (by its name, or by a {tag} inside
+// it): it is read and written alone. Every held-call key carries the fixed
+// hash tag {held}, so the index and the records share one slot and the
+// held-call scripts may touch any of them (the "forget time" is the
+// call's Deadline plus store.HeldRetention).
 type keys struct{ prefix string }
 
 var aorEscaper = strings.NewReplacer("%", "%25", "{", "%7B", "}", "%7D")
@@ -49,6 +56,17 @@ func (k keys) token(token string) string { return k.tokenPrefix() + token }
 func (k keys) secret(name string) string { return k.prefix + "secret:" + name }
 
 func (k keys) events() string { return k.prefix + "events" }
+
+// heldIndex is the sorted set of every held call's ID.
+func (k keys) heldIndex() string { return k.prefix + "heldcalls:{held}" }
+
+// heldPrefix is the prefix of every held-call record key; a record's key
+// is this prefix followed by the raw ID.
+func (k keys) heldPrefix() string { return k.prefix + "held:{held}:" }
+
+func (k keys) held(id string) string { return k.heldPrefix() + id }
+
+func (k keys) node(node string) string { return k.prefix + "node:" + node }
 
 // aorPattern is the SCAN MATCH pattern of every AOR set.
 func (k keys) aorPattern() string { return globEscape(k.prefix) + "aor:{*}" }

@@ -1,6 +1,7 @@
 package redis
 
 import (
+	"strings"
 	"testing"
 )
 
@@ -56,5 +57,26 @@ func TestAORPatternEscapesPrefix(t *testing.T) {
 	k := keys{prefix: `a*b?c[d]e\f:`}
 	if got, want := k.aorPattern(), `a\*b\?c\[d\]e\\f:aor:{*}`; got != want {
 		t.Errorf("aorPattern = %q, want %q", got, want)
+	}
+}
+
+func TestHeldKeys(t *testing.T) {
+	k := keys{prefix: "p:"}
+	seen := map[string]string{k.heldIndex(): "index"}
+	for _, id := range []string{"", "a", "a:", "{held}", "}", "x\x00y", "calls:{held}"} {
+		key := k.held(id)
+		if other, dup := seen[key]; dup {
+			t.Errorf("held key %q of %q collides with %q", key, id, other)
+		}
+		seen[key] = id
+	}
+	// Redis hashes the bytes between the first '{' and the next '}': the
+	// prefix has no braces, so every held-call key hashes "held".
+	for key := range seen {
+		i := strings.IndexByte(key, '{')
+		j := strings.IndexByte(key[i+1:], '}')
+		if i < 0 || j < 0 || key[i+1:i+1+j] != "held" {
+			t.Errorf("key %q does not carry the hash tag {held}", key)
+		}
 	}
 }

@@ -259,7 +259,7 @@ func (s *Store) publish(ctx context.Context, events ...store.Event) {
 		}
 		return nil
 	})
-	s.metrics.Observe(opPublish, err)
+	s.metrics.Observe(store.OpPublish, err)
 }
 
 // DeleteBinding implements store.Bindings. With a single server or a

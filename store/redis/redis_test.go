@@ -71,6 +71,15 @@ func TestConformanceCluster(t *testing.T) {
 			t.Errorf("aor %q: AOR set in slot %d, binding in slot %d", aor, s1, s2)
 		}
 	}
+	// The held-call index and every record share a slot, whatever the ID.
+	for _, id := range []string{"c1;z9hG4bK1", "{x}", "}{", "a\x00b"} {
+		index, record := redis.HeldKeys("sipwake:", id)
+		s1, _ := c.ClusterKeySlot(ctx, index).Result()
+		s2, _ := c.ClusterKeySlot(ctx, record).Result()
+		if s1 != s2 {
+			t.Errorf("held call %q: index in slot %d, record in slot %d", id, s1, s2)
+		}
+	}
 	storetest.Run(t, openFunc([]string{addr}, true))
 }
 
@@ -271,7 +280,19 @@ func TestErrorMetric(t *testing.T) {
 	if _, err := s.Secret(t.Context(), "k", 32); err != nil {
 		t.Fatalf("Secret: %v", err)
 	}
-	for op, want := range map[string]float64{"ping": 1, "put_binding": 0, "delete_binding": 0, "secret": 1} {
+	// A lost claim is an outcome, not an error.
+	now := time.Now()
+	if err := s.PutHeld(t.Context(), storetest.HeldFixture("h", "sip:x@example.com", "n1", now, now.Add(time.Hour))); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.ClaimHeld(t.Context(), "h", "n2", "n3"); !errors.Is(err, store.ErrConflict) {
+		t.Fatalf("ClaimHeld: %v, want ErrConflict", err)
+	}
+	if err := s.Heartbeat(canceled, "n1", time.Minute); !errors.Is(err, context.Canceled) {
+		t.Fatalf("Heartbeat(canceled) = %v, want context.Canceled", err)
+	}
+	for op, want := range map[string]float64{"ping": 1, "put_binding": 0, "delete_binding": 0, "secret": 1,
+		"claim_held": 0, "heartbeat": 1, "publish": 0} {
 		labels := map[string]string{"backend": "redis", "op": op}
 		if got := counter(t, reg, "sipwake_store_errors_total", labels); got != want {
 			t.Errorf("sipwake_store_errors_total%v = %v, want %v", labels, got, want)

@@ -340,3 +340,134 @@ func TestEventPayloads(t *testing.T) {
 		})
 	}
 }
+
+// TestNewOpsRoundTrips counts the round trips of the held-call, node,
+// ClearPush and Publish operations: one each, except ClearPush, which reads
+// the binding before its compare-and-set script (and, with a Cluster,
+// publishes its event after it).
+func TestNewOpsRoundTrips(t *testing.T) {
+	single := storetest.StartRedis(t)
+	cluster := startCluster(t)
+	evalsha := []string{"evalsha"}
+	for _, tc := range []struct {
+		name    string
+		addr    string
+		cluster bool
+		// clearPush is what ClearPush sends when it clears.
+		clearPush [][]string
+	}{
+		{"single", single, false, [][]string{{"hget"}, evalsha}},
+		{"cluster", cluster, true, [][]string{{"hget"}, evalsha, {"publish"}}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s, err := redis.Open(t.Context(), redis.Options{
+				Addresses: []string{tc.addr}, Cluster: tc.cluster, NodeID: "n",
+				KeyPrefix: prefixFor(t), PoolSize: 1, MinIdleConns: -1,
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer s.Close()
+			ctx := t.Context()
+			now := time.Now()
+			h := storetest.HeldFixture("h1", "sip:trips@example.com", "n", now, now.Add(time.Hour))
+			b := storetest.Fixture("sip:trips@example.com", "a", "tok-a", time.Hour)
+			steps := []struct {
+				name string
+				do   func() error
+				want [][]string
+			}{
+				{"put held", func() error { return s.PutHeld(ctx, h) }, [][]string{evalsha}},
+				{"list held", func() error { _, err := s.ListHeld(ctx, store.HeldFilter{Node: "n"}); return err }, [][]string{evalsha}},
+				{"claim held", func() error { _, err := s.ClaimHeld(ctx, h.ID, "n", "m"); return err }, [][]string{evalsha}},
+				{"delete held", func() error { return s.DeleteHeld(ctx, h.ID) }, [][]string{evalsha}},
+				{"heartbeat", func() error { return s.Heartbeat(ctx, "n", time.Minute) }, [][]string{{"set"}}},
+				{"node alive", func() error { _, err := s.NodeAlive(ctx, "n"); return err }, [][]string{{"exists"}}},
+				{"publish", func() error { return s.Publish(ctx, store.Event{Kind: store.EventHeldCancelled, Key: "h1"}) }, [][]string{{"publish"}}},
+				{"clear push", func() error {
+					ok, err := s.ClearPush(ctx, b.AOR, b.Instance, b.Push.Token)
+					if err == nil && !ok {
+						err = errors.New("nothing cleared")
+					}
+					return err
+				}, tc.clearPush},
+			}
+			// Warm up: the first call of each script after a server start
+			// is EVALSHA, NOSCRIPT, then EVAL.
+			if _, err := s.PutBinding(ctx, b, 0); err != nil {
+				t.Fatal(err)
+			}
+			for _, step := range steps {
+				if err := step.do(); err != nil {
+					t.Fatalf("warm-up %s: %v", step.name, err)
+				}
+			}
+			if _, err := s.PutBinding(ctx, b, 0); err != nil {
+				t.Fatal(err)
+			}
+			rec := &tripRecorder{}
+			s.AddHook(rec)
+			for _, step := range steps {
+				rec.take()
+				if err := step.do(); err != nil {
+					t.Fatalf("%s: %v", step.name, err)
+				}
+				if got := rec.take(); !reflect.DeepEqual(got, step.want) {
+					t.Errorf("%s: round trips %q, want %q", step.name, got, step.want)
+				}
+			}
+		})
+	}
+}
+
+// TestHeldKeyLayout checks the held-call and node keys directly in Redis:
+// a record and the index expire a minute after the Deadline, a forgotten
+// call leaves no key, a heartbeat key expires with its ttl.
+func TestHeldKeyLayout(t *testing.T) {
+	addr := storetest.StartRedis(t)
+	prefix := prefixFor(t)
+	s, err := redis.Open(t.Context(), redis.Options{Addresses: []string{addr}, NodeID: "n", KeyPrefix: prefix})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	raw := goredis.NewClient(&goredis.Options{Addr: addr})
+	defer raw.Close()
+	ctx := t.Context()
+	now := time.Now()
+	h := storetest.HeldFixture("c1;z9hG4bK1", "sip:lay@example.com", "node-1", now, now.Add(time.Hour))
+	if err := s.PutHeld(ctx, h); err != nil {
+		t.Fatal(err)
+	}
+	index, record := redis.HeldKeys(prefix, h.ID)
+	want := time.Hour + store.HeldRetention
+	for _, key := range []string{index, record} {
+		if ttl, err := raw.PTTL(ctx, key).Result(); err != nil || ttl > want || ttl < want-time.Minute {
+			t.Errorf("PTTL %q = %s, %v; want about %s", key, ttl, err, want)
+		}
+	}
+	f, err := raw.HGetAll(ctx, record).Result()
+	if err != nil || f["aor"] != h.AOR || f["node"] != h.Node || f["data"] == "" {
+		t.Errorf("record fields %q, %v; want aor %q, node %q and data", f, err, h.AOR, h.Node)
+	}
+	if score, err := raw.ZScore(ctx, index, h.ID).Result(); err != nil || int64(score) != h.Deadline.Add(store.HeldRetention).UnixMilli() {
+		t.Errorf("index score %v, %v; want the forget time %d", score, err, h.Deadline.Add(store.HeldRetention).UnixMilli())
+	}
+	// A call already forgotten replaces the record with nothing.
+	gone := h
+	gone.Deadline = now.Add(-2 * store.HeldRetention)
+	if err := s.PutHeld(ctx, gone); err != nil {
+		t.Fatal(err)
+	}
+	for _, key := range []string{index, record} {
+		if n, err := raw.Exists(ctx, key).Result(); err != nil || n != 0 {
+			t.Errorf("%q exists (%d, %v) after a forgotten put, want gone", key, n, err)
+		}
+	}
+	if err := s.Heartbeat(ctx, "node-1", 10*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	if ttl, err := raw.PTTL(ctx, redis.NodeKey(prefix, "node-1")).Result(); err != nil || ttl <= 0 || ttl > 10*time.Second {
+		t.Errorf("node key PTTL %s, %v; want up to 10s", ttl, err)
+	}
+}

@@ -236,3 +236,114 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then
 end
 return 0
 `)
+
+// clearPushScript replaces a binding's data only while it is still the
+// data the caller read (compare-and-set): ClearPush reads the binding,
+// drops its push target in Go and writes it back through this script, so
+// a REGISTER stored in between is never overwritten. The binding's expiry,
+// token and AOR set do not change.
+//
+//	KEYS[1] binding key
+//	ARGV    data read, new data[, events channel, the put event]
+//
+// With the last two arguments (single server or Sentinel) it also
+// publishes the event. Reply: 1 when it wrote, 0 when the data changed.
+var clearPushScript = goredis.NewScript(`
+if redis.call('HGET', KEYS[1], 'data') ~= ARGV[1] then
+  return 0
+end
+redis.call('HSET', KEYS[1], 'data', ARGV[2])
+if ARGV[3] then
+  redis.call('PUBLISH', ARGV[3], ARGV[4])
+end
+return 1
+`)
+
+// The held-call scripts below declare the index and the record, which
+// share the {held} hash tag; listHeldScript builds record keys from the
+// record prefix, which carries the same tag. A record is kept while its
+// index score (forget time, unix ms) is greater than now.
+
+// putHeldScript inserts or replaces a held call.
+//
+//	KEYS[1] held index         KEYS[2] record key
+//	ARGV    now, forget time, id, aor, node, data
+//
+// A call already forgotten at now is removed rather than stored. The
+// index expires with its last member. Reply: 1 when stored, 0 otherwise.
+var putHeldScript = goredis.NewScript(`
+local now, forget = tonumber(ARGV[1]), tonumber(ARGV[2])
+redis.call('DEL', KEYS[2])
+if forget <= now then
+  redis.call('ZREM', KEYS[1], ARGV[3])
+  return 0
+end
+redis.call('HSET', KEYS[2], 'data', ARGV[6], 'aor', ARGV[4], 'node', ARGV[5])
+redis.call('PEXPIREAT', KEYS[2], ARGV[2])
+redis.call('ZADD', KEYS[1], ARGV[2], ARGV[3])
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
+local last = redis.call('ZRANGE', KEYS[1], -1, -1, 'WITHSCORES')
+if last[2] then
+  redis.call('PEXPIREAT', KEYS[1], last[2])
+end
+return 1
+`)
+
+// deleteHeldScript removes a held call.
+//
+//	KEYS[1] held index         KEYS[2] record key
+//	ARGV    now, id
+//
+// Reply: 1 when a kept call was removed, 0 otherwise (a forgotten leftover
+// is removed too).
+var deleteHeldScript = goredis.NewScript(`
+local score = redis.call('ZSCORE', KEYS[1], ARGV[2])
+redis.call('ZREM', KEYS[1], ARGV[2])
+local n = redis.call('DEL', KEYS[2])
+if n == 0 or not score or tonumber(score) <= tonumber(ARGV[1]) then
+  return 0
+end
+return 1
+`)
+
+// listHeldScript prunes the index and reads the kept held calls that match
+// the filter, in one consistent step.
+//
+//	KEYS[1] held index
+//	ARGV    now, record prefix, aor ('' = any), node ('' = any)
+//
+// Reply: {id, aor, node, data, ...}.
+var listHeldScript = goredis.NewScript(`
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[1])
+local out = {}
+for _, id in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do
+  local f = redis.call('HMGET', ARGV[2] .. id, 'data', 'aor', 'node')
+  if f[1] and (ARGV[3] == '' or f[2] == ARGV[3]) and (ARGV[4] == '' or f[3] == ARGV[4]) then
+    out[#out + 1] = id
+    out[#out + 1] = f[2] or ''
+    out[#out + 1] = f[3] or ''
+    out[#out + 1] = f[1]
+  end
+end
+return out
+`)
+
+// claimHeldScript moves a held call from one node to another when its
+// owner is still the first (compare-and-set on the record's node field).
+//
+//	KEYS[1] held index         KEYS[2] record key
+//	ARGV    now, id, from, to
+//
+// Reply: {"absent"}, {"conflict", owner} or {"ok", data, aor}.
+var claimHeldScript = goredis.NewScript(`
+local score = redis.call('ZSCORE', KEYS[1], ARGV[2])
+local f = redis.call('HMGET', KEYS[2], 'data', 'aor', 'node')
+if not f[1] or not score or tonumber(score) <= tonumber(ARGV[1]) then
+  return {'absent'}
+end
+if (f[3] or '') ~= ARGV[3] then
+  return {'conflict', f[3] or ''}
+end
+redis.call('HSET', KEYS[2], 'node', ARGV[4])
+return {'ok', f[1], f[2] or ''}
+`)
