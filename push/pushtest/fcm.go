@@ -208,6 +208,14 @@ func (f *FCM) ReplyOAuth(r Reply) {
 	f.oauth = r
 }
 
+// RevokeTokens invalidates every access token issued so far: requests
+// carrying one get 401 UNAUTHENTICATED.
+func (f *FCM) RevokeTokens() {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	clear(f.tokens)
+}
+
 // TokensIssued is how many access tokens the token endpoint issued.
 func (f *FCM) TokensIssued() int { return int(f.issued.Load()) }
 
