@@ -264,7 +264,7 @@ func (s *Server) buildForward(r *Request, opt ForwardOptions, tp string) (*sip.R
 		m := sip.MaxForwardsHeader(70)
 		out.AppendHeader(&m)
 	}
-	if !opt.NoRecordRoute && !r.InDialog() && recordRoutes(req.Method) {
+	if !opt.NoRecordRoute && !t.Relay && !r.InDialog() && recordRoutes(req.Method) {
 		s.addRecordRoute(r, out, l, t, tp)
 	}
 	params := sip.NewParams()
@@ -636,4 +636,24 @@ func (s *Server) strayResponse(res *sip.Response) {
 	if err := s.tpl.WriteMsg(out); err != nil {
 		s.log.Debug("stray 2xx not relayed", zap.Error(err))
 	}
+}
+
+// AnswerStateless sends a final response to req outside any transaction,
+// to where the request's top Via says (RFC 3261 §18.2.2): how a node
+// answers a call that another node held and can no longer answer. req is
+// the request as it was received from source over transport.
+func (s *Server) AnswerStateless(req *sip.Request, source, transport string, code int, reason string, hdrs ...sip.Header) error {
+	via := req.Via()
+	if via == nil {
+		return errors.New("proxy: request without Via")
+	}
+	res := sip.NewResponseFromRequest(req, code, reason, nil)
+	for _, h := range hdrs {
+		res.AppendHeader(h)
+	}
+	tp := strings.ToUpper(transport)
+	res.SetTransport(tp)
+	res.SetDestination(responseDest(via, source, tp))
+	s.metrics.response(req.Method, code, dirOut)
+	return s.tpl.WriteMsg(res)
 }

@@ -72,6 +72,10 @@ type Target struct {
 	Flow bool
 	// Device marks the target as a device (for Record-Route flow tokens).
 	Device bool
+	// Relay marks the target as another sipwake node that owns the
+	// device's flow: this node stays out of the dialog's route set, so
+	// in-dialog requests go straight to that node.
+	Relay bool
 }
 
 // Request is one server transaction's request as it travels down the chain.

@@ -150,13 +150,13 @@ func (s *Server) forwardToRoute(ctx context.Context, r *Request) {
 	if rt := r.Msg.Route(); rt != nil {
 		u = &rt.Address
 	}
-	r.Forward(ctx, ForwardOptions{Target: uriTarget(u)})
+	r.Forward(ctx, ForwardOptions{Target: URITarget(u)})
 }
 
-// uriTarget is the next hop a URI names (RFC 3263 without DNS lookups):
+// URITarget is the next hop a URI names (RFC 3263 without DNS lookups):
 // its transport parameter, else TLS for sips, else UDP; its port, else the
 // transport's default.
-func uriTarget(u *sip.Uri) Target {
+func URITarget(u *sip.Uri) Target {
 	tp := "UDP"
 	if v, ok := u.UriParams.Get("transport"); ok && v != "" {
 		tp = strings.ToUpper(v)

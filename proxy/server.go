@@ -141,7 +141,7 @@ func New(cfg Config) (*Server, error) {
 			return nil, fmt.Errorf("proxy: upstream uri: %w", err)
 		}
 		s.upstream = &u
-		up := uriTarget(&u)
+		up := URITarget(&u)
 		s.upstreamDest, s.upstreamTp = up.Dest, up.Transport
 		// The PBX named by address is trusted without being listed.
 		if a, err := netip.ParseAddr(strings.Trim(u.Host, "[]")); err == nil {

@@ -2,7 +2,11 @@ package registrar
 
 import (
 	"context"
+	"crypto/hmac"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
+	"fmt"
 	"strconv"
 	"strings"
 	"time"
@@ -23,11 +27,12 @@ func (r *Registrar) Wrap(next proxy.Handler) proxy.Handler {
 			return
 		}
 		if req.Target == nil && req.Msg.Recipient.User != "" && req.Server().IsOwnURI(&req.Msg.Recipient) {
-			b, ok := r.resolveContact(ctx, req)
+			relayed := r.relayed(req)
+			b, ok := r.resolveContact(ctx, req, relayed)
 			if !ok {
 				return
 			}
-			ctx = context.WithValue(ctx, resolvedKey{}, b)
+			ctx = context.WithValue(ctx, resolvedKey{}, resolved{b: b, relayed: relayed})
 		}
 		next.ServeSIP(ctx, req)
 	})
@@ -35,11 +40,79 @@ func (r *Registrar) Wrap(next proxy.Handler) proxy.Handler {
 
 type resolvedKey struct{}
 
+type resolved struct {
+	b       store.Binding
+	relayed bool
+}
+
 // Resolved returns the binding whose sipwake contact the request was
 // addressed to, when the registrar resolved one for it.
 func Resolved(ctx context.Context) (store.Binding, bool) {
-	b, ok := ctx.Value(resolvedKey{}).(store.Binding)
-	return b, ok
+	v, ok := ctx.Value(resolvedKey{}).(resolved)
+	return v.b, ok
+}
+
+// Relayed reports whether the request came from another sipwake node
+// (signed relay URI) to reach a device whose flow this node owns: the
+// node that sent it already did everything else (pushes, holding).
+func Relayed(ctx context.Context) bool {
+	v, ok := ctx.Value(resolvedKey{}).(resolved)
+	return ok && v.relayed
+}
+
+// relayParam is the Request-URI parameter that signs a request relayed
+// between nodes.
+const relayParam = "sw-relay"
+
+// relaySig signs (token, Call-ID) for a relay between nodes, with the
+// binding-token key every node shares.
+func (r *Registrar) relaySig(token, callID string) string {
+	m := hmac.New(sha256.New, r.tokenKey)
+	m.Write([]byte("relay\x00" + token + "\x00" + callID))
+	return hex.EncodeToString(m.Sum(nil)[:16])
+}
+
+// relayed reports whether the request carries a valid relay signature.
+func (r *Registrar) relayed(req *proxy.Request) bool {
+	sig, ok := req.Msg.Recipient.UriParams.Get(relayParam)
+	if !ok || sig == "" || len(r.tokenKey) == 0 {
+		return false
+	}
+	want := r.relaySig(req.Msg.Recipient.User, req.Msg.CallID().Value())
+	return hmac.Equal([]byte(sig), []byte(want))
+}
+
+// RelayTarget is where a request for binding b goes when b's flow belongs
+// to another node: that node's SIP address, with b's contact token and a
+// relay signature bound to the Call-ID in the Request-URI.
+func (r *Registrar) RelayTarget(b store.Binding, callID string) (proxy.Target, error) {
+	if b.Flow.NodeURI == "" {
+		return proxy.Target{}, errors.New("registrar: binding has no owning node address")
+	}
+	var u sip.Uri
+	if err := sip.ParseUri(b.Flow.NodeURI, &u); err != nil {
+		return proxy.Target{}, fmt.Errorf("registrar: owning node address: %w", err)
+	}
+	u.User = b.Token
+	if u.UriParams == nil {
+		u.UriParams = sip.NewParams()
+	}
+	u.UriParams.Add(relayParam, r.relaySig(b.Token, callID))
+	t := proxy.URITarget(&u)
+	t.URI = &u
+	t.Relay = true
+	return t, nil
+}
+
+// OwnedElsewhere reports whether b's flow is a connection another node
+// holds (a request for it must go through that node).
+func (r *Registrar) OwnedElsewhere(b store.Binding) bool {
+	switch b.Transport {
+	case "tcp", "tls", "ws", "wss":
+	default:
+		return false
+	}
+	return b.Flow.Node != "" && b.Flow.Node != r.cfg.NodeID && b.Flow.NodeURI != ""
 }
 
 // TargetFor is where a request for binding b goes: the device's contact,
@@ -54,8 +127,8 @@ func TargetFor(b store.Binding) (proxy.Target, error) {
 
 // resolveContact turns a request for a sipwake contact into a request for
 // the device behind it. It answers and returns false when it cannot.
-func (r *Registrar) resolveContact(ctx context.Context, req *proxy.Request) (store.Binding, bool) {
-	if !req.Trusted {
+func (r *Registrar) resolveContact(ctx context.Context, req *proxy.Request, relayed bool) (store.Binding, bool) {
+	if !req.Trusted && !relayed {
 		req.Log().Info("request refused", zap.String("reason", "untrusted source towards a device"))
 		req.Respond(403, "Forbidden")
 		return store.Binding{}, false
@@ -70,7 +143,17 @@ func (r *Registrar) resolveContact(ctx context.Context, req *proxy.Request) (sto
 		req.Respond(503, "Service Unavailable", sip.NewHeader("Retry-After", "5"))
 		return b, false
 	}
-	t, err := TargetFor(b)
+	var t proxy.Target
+	switch {
+	case relayed && r.OwnedElsewhere(b):
+		// Relayed to us, but the device has moved on: no ping-pong.
+		req.Respond(480, "Temporarily Unavailable", sip.NewHeader("Warning", `399 sipwake "device connection moved"`))
+		return b, false
+	case r.OwnedElsewhere(b):
+		t, err = r.RelayTarget(b, req.Msg.CallID().Value())
+	default:
+		t, err = TargetFor(b)
+	}
 	if err != nil {
 		req.Log().Warn("stored contact unusable", proxy.AOR(b.AOR), zap.Error(err))
 		req.Respond(480, "Temporarily Unavailable")
@@ -295,7 +378,7 @@ func (r *Registrar) onResponse(ctx context.Context, req *proxy.Request, st *regS
 		Contact:     st.clean.String(),
 		Source:      req.Source,
 		Transport:   strings.ToLower(req.Transport),
-		Flow:        store.Flow{Node: r.cfg.NodeID, Conn: req.Source},
+		Flow:        store.Flow{Node: r.cfg.NodeID, Conn: req.Source, NodeURI: nodeURI(req.Server())},
 		Push:        st.push,
 		Token:       st.token,
 		Expires:     now.Add(granted),
@@ -334,6 +417,16 @@ func (r *Registrar) onResponse(ctx context.Context, req *proxy.Request, st *regS
 	}
 	out.AppendHeader(sip.NewHeader("Feature-Caps", caps))
 	return out
+}
+
+// nodeURI is how other nodes reach this one: its UDP address, else TCP.
+func nodeURI(srv *proxy.Server) string {
+	for _, tp := range []string{"udp", "tcp"} {
+		if u, err := srv.ContactURI(tp, ""); err == nil {
+			return u.String()
+		}
+	}
+	return ""
 }
 
 // grantedExpiry reads the expiry the PBX granted to our contact.

@@ -27,6 +27,7 @@ const (
 	outcomeTimeout   = "timeout"   // nobody answered within the hold
 	outcomeNoDevice  = "no_device" // no device could be reached at all
 	outcomeStopped   = "stopped"   // the node stopped
+	outcomeOrphaned  = "orphaned"  // finished by another node
 )
 
 // maxPushAttempts bounds retries of transient push failures per device.
@@ -131,11 +132,7 @@ func newCall(w *Wake, req *proxy.Request, aor string, single, allowPush bool) *c
 		devices:  map[string]*device{},
 		byBranch: map[*proxy.Branch]*device{},
 	}
-	branch := ""
-	if v := req.Msg.Via(); v != nil {
-		branch, _ = v.Params.Get("branch")
-	}
-	c.id = c.callID + "|" + branch
+	c.id = heldID(req.Msg)
 	if f := req.Msg.From(); f != nil {
 		c.fromURI = f.Address.String()
 		c.fromName = strings.Trim(f.DisplayName, `"`)
@@ -268,15 +265,23 @@ func isReliable(transport string) bool {
 
 // flowAlive reports whether the device's flow can be used now.
 func (c *call) flowAlive(b store.Binding) bool {
-	if b.Flow.Node != "" && b.Flow.Node != c.w.cfg.NodeID && isReliable(b.Transport) {
-		return false // another node's connection (relay between nodes: not yet)
+	if r := c.w.cfg.Router; r != nil && r.OwnedElsewhere(b) {
+		return true // its node answers 480 if the connection is gone
 	}
 	return c.req.Server().FlowAlive(b.Transport, b.Source)
 }
 
 // fork sends the INVITE to the device over its flow.
 func (c *call) fork(d *device) {
-	t, err := registrar.TargetFor(d.b)
+	var (
+		t   proxy.Target
+		err error
+	)
+	if r := c.w.cfg.Router; r != nil && r.OwnedElsewhere(d.b) {
+		t, err = r.RelayTarget(d.b, c.callID)
+	} else {
+		t, err = registrar.TargetFor(d.b)
+	}
 	if err != nil {
 		c.log.Warn("stored contact unusable", zap.Error(err))
 		return
@@ -604,7 +609,11 @@ func (c *call) onCallerCancel(cn *sip.Request) {
 		return
 	}
 	c.cancelWhy = nil
-	if h := cn.GetHeader("Reason"); h != nil {
+	if cn == nil {
+		// Cancelled through another node: the transaction layer here
+		// never saw the CANCEL, so the INVITE is answered here.
+		c.req.Respond(487, "Request Terminated")
+	} else if h := cn.GetHeader("Reason"); h != nil {
 		c.cancelWhy = sip.NewHeader("Reason", h.Value())
 	}
 	c.end(outcomeCancelled, nil)

@@ -37,7 +37,9 @@ type Store interface {
 	ListHeld(ctx context.Context, f store.HeldFilter) ([]store.HeldCall, error)
 	Subscribe(ctx context.Context) (<-chan store.Event, error)
 	Publish(ctx context.Context, e store.Event) error
+	ClaimHeld(ctx context.Context, id, from, to string) (store.HeldCall, error)
 	Heartbeat(ctx context.Context, node string, ttl time.Duration) error
+	NodeAlive(ctx context.Context, node string) (bool, error)
 }
 
 // Pusher queues pushes without blocking (push.Dispatcher).
@@ -45,6 +47,13 @@ type Pusher interface {
 	// Send queues n; done runs with the provider's verdict. A non-nil
 	// error means nothing was queued (and done does not run).
 	Send(n *push.Notification, done func(push.Result, error)) error
+}
+
+// Router routes a request to a device through the node that owns its
+// flow (registrar.Registrar).
+type Router interface {
+	OwnedElsewhere(b store.Binding) bool
+	RelayTarget(b store.Binding, callID string) (proxy.Target, error)
 }
 
 // pruneCounter is the optional part of a Pusher that counts removed tokens.
@@ -75,6 +84,11 @@ type Config struct {
 	// still open gets the INVITE at once and a push only if it has not
 	// answered 180 or better after this delay (or its branch failed).
 	AwakePushDelay time.Duration
+	// Router reaches devices whose flow another node owns (the
+	// registrar); nil on a single node.
+	Router Router
+	// Server is the proxy, for answering calls of a lost node.
+	Server *proxy.Server
 	// Store, Pusher, Logger and Registerer are the module's dependencies.
 	Store      Store
 	Pusher     Pusher
@@ -95,6 +109,7 @@ type Wake struct {
 	// sends the same call again on another branch.
 	pushed map[string]time.Time
 
+	started  time.Time
 	wg       sync.WaitGroup
 	stop     context.CancelFunc
 	stopCh   chan struct{}
@@ -162,6 +177,7 @@ func (w *Wake) Start(ctx context.Context) error {
 	}
 	w.stop = cancel
 	w.events = events
+	w.started = time.Now()
 	w.wg.Add(2)
 	go func() {
 		defer w.wg.Done()
@@ -218,30 +234,41 @@ func (w *Wake) watch(ctx context.Context, events <-chan store.Event) {
 			if !ok {
 				return
 			}
-			if e.Kind != store.EventBindingPut {
-				continue
+			switch e.Kind {
+			case store.EventBindingPut:
+				w.mu.Lock()
+				for c := range w.calls[e.AOR] {
+					c.notifyRegistered(e.Instance)
+				}
+				w.mu.Unlock()
+			case store.EventHeldCancelled:
+				if c := w.hasCall(e.Key); c != nil {
+					select {
+					case c.cancels <- nil: // nil: cancelled through another node
+					default:
+					}
+				}
 			}
-			w.mu.Lock()
-			for c := range w.calls[e.AOR] {
-				c.notifyRegistered(e.Instance)
-			}
-			w.mu.Unlock()
 		}
 	}
 }
 
-// housekeeping beats the node's heartbeat and forgets old push dedupe
-// entries.
+// housekeeping beats the node's heartbeat, finishes the held calls of
+// lost nodes and forgets old push dedupe entries.
 func (w *Wake) housekeeping(ctx context.Context) {
-	const beat = 5 * time.Second
 	t := time.NewTicker(beat)
 	defer t.Stop()
+	lastScan := time.Time{}
 	for {
 		hctx, cancel := context.WithTimeout(ctx, beat)
-		if err := w.cfg.Store.Heartbeat(hctx, w.cfg.NodeID, 3*beat); err != nil && ctx.Err() == nil {
+		if err := w.cfg.Store.Heartbeat(hctx, w.cfg.NodeID, nodeTTL); err != nil && ctx.Err() == nil {
 			w.log.Warn("heartbeat failed", zap.Error(err))
 		}
 		cancel()
+		if time.Since(lastScan) >= scanEach {
+			lastScan = time.Now()
+			w.adopt(ctx)
+		}
 		now := time.Now()
 		w.mu.Lock()
 		for k, until := range w.pushed {

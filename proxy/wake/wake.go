@@ -19,7 +19,11 @@ import (
 // other request goes on down the chain.
 func (w *Wake) Wrap(next proxy.Handler) proxy.Handler {
 	return proxy.HandlerFunc(func(ctx context.Context, req *proxy.Request) {
-		if req.Msg.Method != sip.INVITE || !req.Trusted || req.InDialog() {
+		if req.Msg.IsCancel() && w.cancelElsewhere(ctx, req) {
+			req.Respond(200, "OK")
+			return
+		}
+		if req.Msg.Method != sip.INVITE || !req.Trusted || req.InDialog() || registrar.Relayed(ctx) {
 			next.ServeSIP(ctx, req)
 			return
 		}
