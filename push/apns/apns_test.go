@@ -294,6 +294,9 @@ func TestTimeoutAndNetworkErrors(t *testing.T) {
 	if !errors.As(err, &pe) || pe.Reason != push.ReasonNetwork || pe.Permanent || pe.Status != 0 {
 		t.Errorf("closed port: err = %v, want network", err)
 	}
+	if err != nil && strings.Contains(err.Error(), voipTok) {
+		t.Errorf("the error names the device token: %v", err)
+	}
 }
 
 func TestTLSNeedsTheCA(t *testing.T) {

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"strconv"
 	"strings"
@@ -113,8 +114,33 @@ func TransportError(ctx context.Context, provider string, err error) *push.Error
 	if IsTimeout(err) || ctx.Err() != nil {
 		reason = push.ReasonTimeout
 	}
-	return &push.Error{Provider: provider, Reason: reason, Err: err}
+	return &push.Error{Provider: provider, Reason: reason, Err: withoutURL(err)}
 }
+
+// withoutURL drops the request URL from a *url.Error, keeping its
+// operation and cause: an APNs URL ends with the device token, which
+// must not reach the logs.
+func withoutURL(err error) error {
+	var ue *url.Error
+	if !errors.As(err, &ue) {
+		return err
+	}
+	prefix, ok := strings.CutSuffix(err.Error(), ue.Error())
+	if !ok {
+		prefix = ""
+	}
+	return &cause{msg: prefix + ue.Op + ": " + ue.Err.Error(), err: ue.Err}
+}
+
+// cause is an error with its message rewritten and its cause kept for
+// errors.Is and errors.As.
+type cause struct {
+	msg string
+	err error
+}
+
+func (c *cause) Error() string { return c.msg }
+func (c *cause) Unwrap() error { return c.err }
 
 // StatusReason is the metric reason of an HTTP status that no
 // provider-specific rule classified: 429 rate limited, 5xx server error,
