@@ -110,6 +110,7 @@ type FCM struct {
 	// files as token_uri.
 	TokenURL string
 
+	ca       *CA
 	replies  *replies
 	rec      *recorder[FCMRequest]
 	msgs     atomic.Int64
@@ -130,6 +131,7 @@ func NewFCM(t testing.TB, ca *CA) *FCM {
 		ca = NewCA(t)
 	}
 	f := &FCM{
+		ca:       ca,
 		replies:  newReplies(),
 		rec:      newRecorder[FCMRequest](),
 		accounts: map[string]*serviceAccount{},
