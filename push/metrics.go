@@ -77,7 +77,7 @@ func registerOnce[C prometheus.Collector](reg prometheus.Registerer, c C, errs *
 
 var (
 	knownProviders = []string{ProviderAPNs, ProviderAPNsDev, ProviderFCM, ProviderWebPush, ProviderWebhook}
-	knownTypes     = []Type{TypeVoIP, TypeAlert, TypeBackground}
+	knownTypes     = []Type{TypeVoIP, TypeAlert, TypeBackground, TypeData}
 	knownReasons   = []string{ReasonUnregistered, ReasonBadToken, ReasonTopicMismatch, ReasonRateLimited,
 		ReasonServerError, ReasonTimeout, ReasonNetwork, ReasonAuth, ReasonBadRequest, ReasonQueueFull,
 		ReasonNoProvider, ReasonPayloadTooLong}

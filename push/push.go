@@ -33,6 +33,9 @@ const (
 	TypeAlert Type = "alert"
 	// TypeBackground is a silent wake-up (iOS content-available).
 	TypeBackground Type = "background"
+	// TypeData is a provider-neutral data message (FCM, webhook); APNs
+	// refuses it.
+	TypeData Type = "data"
 )
 
 // Event is the payload's "event" field.

@@ -516,6 +516,8 @@ func TestRefusedBeforeSending(t *testing.T) {
 	noParam.Target.Param = ""
 	badType := callNote("apns")
 	badType.Type = "sms"
+	data := callNote("apns")
+	data.Type = push.TypeData
 	for _, tc := range []struct {
 		name   string
 		note   *push.Notification
@@ -525,6 +527,7 @@ func TestRefusedBeforeSending(t *testing.T) {
 		{"no token", noTok, push.ReasonBadRequest},
 		{"no topic with token auth", noParam, push.ReasonBadRequest},
 		{"unknown type", badType, push.ReasonBadRequest},
+		{"data type", data, push.ReasonBadRequest},
 		{"nil", nil, push.ReasonBadRequest},
 	} {
 		if _, err := n.Notify(ctx(t), tc.note); push.ReasonOf(err) != tc.reason || push.IsPermanent(err) {

@@ -63,7 +63,7 @@ func ctx(t *testing.T) context.Context {
 func note(project, token string) *push.Notification {
 	return &push.Notification{
 		Target: push.Target{Provider: "fcm", Token: token, Param: project},
-		Type:   push.TypeVoIP,
+		Type:   push.TypeData,
 		Payload: push.Payload{Event: push.EventCall, CallID: "call-1@pbx", AOR: "sip:1001@pbx.test",
 			FromURI: "sip:1002@pbx.test", FromName: "Bob"},
 		Expiration: time.Now().Add(30 * time.Second),
