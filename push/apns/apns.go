@@ -325,6 +325,7 @@ type captured struct {
 // goroutine of the push, so no lock is needed.
 type capture struct{ base *http.Transport }
 
+// RoundTrip sends r and notes the answer's status and Retry-After.
 func (c capture) RoundTrip(r *http.Request) (*http.Response, error) {
 	res, err := c.base.RoundTrip(r)
 	if err == nil {

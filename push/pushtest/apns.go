@@ -200,6 +200,7 @@ func (a *APNs) Bearers() []string {
 
 var apnsPushTypes = []string{"alert", "background", "voip", "complication", "fileprovider", "mdm", "location", "liveactivity", "pushtotalk"}
 
+// ServeHTTP answers one push as APNs would, or as programmed.
 func (a *APNs) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	req := APNsRequest{Header: r.Header.Clone(), Proto: r.Proto, RemoteAddr: r.RemoteAddr}
 	body, _ := io.ReadAll(io.LimitReader(r.Body, 64<<10))

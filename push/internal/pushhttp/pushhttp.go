@@ -139,7 +139,10 @@ type cause struct {
 	err error
 }
 
+// Error returns the rewritten message.
 func (c *cause) Error() string { return c.msg }
+
+// Unwrap returns the cause.
 func (c *cause) Unwrap() error { return c.err }
 
 // StatusReason is the metric reason of an HTTP status that no
