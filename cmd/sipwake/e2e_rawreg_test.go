@@ -20,18 +20,23 @@ const rawWait = 5 * time.Second
 func rawRegister(t *testing.T, ua *proxytest.UA, sw, user, password, contactParams, extra string, cseq *int) *sip.Response {
 	t.Helper()
 	callID := "reg-" + user + "-" + strconv.Itoa(ua.Port())
+	tp := strings.ToUpper(ua.Network())
+	contactTP := ""
+	if tp != "UDP" {
+		contactTP = ";transport=" + ua.Network()
+	}
 	// contactParams is "uri-params|header-params".
 	uriParams, hdrParams, _ := strings.Cut(contactParams, "|")
 	build := func(auth string) string {
 		*cseq++
 		msg := "REGISTER sip:pbx.test SIP/2.0\n" +
-			"Via: SIP/2.0/UDP " + ua.Addr() + ";branch=z9hG4bK-r" + strconv.Itoa(*cseq) + callID + ";rport\n" +
+			"Via: SIP/2.0/" + tp + " " + ua.Addr() + ";branch=z9hG4bK-r" + strconv.Itoa(*cseq) + callID + ";rport\n" +
 			"Max-Forwards: 70\n" +
 			"From: <sip:" + user + "@pbx.test>;tag=rt" + user + "\n" +
 			"To: <sip:" + user + "@pbx.test>\n" +
 			"Call-ID: " + callID + "\n" +
 			"CSeq: " + strconv.Itoa(*cseq) + " REGISTER\n" +
-			"Contact: <sip:" + user + "@" + ua.Addr() + uriParams + ">" + hdrParams + ";expires=600\n" +
+			"Contact: <sip:" + user + "@" + ua.Addr() + contactTP + uriParams + ">" + hdrParams + ";expires=600\n" +
 			"User-Agent: raw-test\n"
 		if extra != "" {
 			msg += extra + "\n"

@@ -5,6 +5,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/sipwake/sipwake/proxy"
+	"github.com/sipwake/sipwake/proxy/wake"
 	"github.com/sipwake/sipwake/registrar"
 	"github.com/sipwake/sipwake/store"
 )
@@ -12,7 +13,7 @@ import (
 // buildModules returns THE ordered chain of modules, outermost first. The
 // forwarder (proxy) is the implicit last link. A module may rely on the
 // ones before it, never on those after it.
-func buildModules(cfg *Config, srv *proxy.Server, st store.Store, log *zap.Logger, reg prometheus.Registerer) ([]proxy.Module, error) {
+func buildModules(cfg *Config, srv *proxy.Server, st store.Store, pusher wake.Pusher, log *zap.Logger, reg prometheus.Registerer) ([]proxy.Module, error) {
 	reg2, err := registrar.New(registrar.Config{
 		Mode:              registrar.Mode(cfg.Registrar.Mode),
 		MinExpires:        cfg.Registrar.MinExpires,
@@ -25,6 +26,25 @@ func buildModules(cfg *Config, srv *proxy.Server, st store.Store, log *zap.Logge
 	if err != nil {
 		return nil, err
 	}
+	wk, err := wake.New(wake.Config{
+		NodeID:            cfg.NodeID,
+		HoldTimeout:       cfg.Wake.InviteHoldTimeout,
+		CallerFeedback:    cfg.Wake.CallerFeedback,
+		NoAnswerStatus:    cfg.Wake.NoAnswerStatus,
+		MissedCallPush:    cfg.Wake.MissedCallPush,
+		IncludeCaller:     cfg.Push.IncludeCaller,
+		CancelledDelivery: cfg.Wake.CancelledCallDelivery,
+		AwakePushDelay:    cfg.Wake.AwakePushDelay,
+		Router:            reg2,
+		Server:            srv,
+		Store:             st,
+		Pusher:            pusher,
+		Logger:            log.Named("wake"),
+		Registerer:        reg,
+	})
+	if err != nil {
+		return nil, err
+	}
 	return []proxy.Module{
 		// 1. sanity: first, so nothing after it sees a request that is
 		// malformed for a proxy (RFC 3261 §16.3), and so that draining
@@ -34,6 +54,10 @@ func buildModules(cfg *Config, srv *proxy.Server, st store.Store, log *zap.Logge
 		// registrar itself); requests for a sipwake contact are resolved
 		// to their device for the modules after it and the forwarder.
 		reg2,
+		// 3. wake: after the registrar, whose resolved binding (and the
+		// woken devices' accepted REGISTERs) it relies on. It holds
+		// initial INVITEs from the PBX for push-capable devices.
+		wk,
 		// The forwarder follows: device → PBX, PBX → resolved device,
 		// in-dialog along our route set; anything else 403/404.
 	}, nil

@@ -15,6 +15,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/sipwake/sipwake/proxy"
+	"github.com/sipwake/sipwake/push"
 	"github.com/sipwake/sipwake/store"
 	"github.com/sipwake/sipwake/store/embedded"
 	redisstore "github.com/sipwake/sipwake/store/redis"
@@ -62,7 +63,12 @@ func runServe(ctx context.Context, cfg *Config, log *zap.Logger, level zap.Atomi
 	if err != nil {
 		return err
 	}
-	mods, err := buildModules(cfg, srv, st, log, reg)
+	pusher, err := buildPusher(cfg, log.Named("push"), reg)
+	if err != nil {
+		return err
+	}
+	defer pusher.Close()
+	mods, err := buildModules(cfg, srv, st, pusher, log, reg)
 	if err != nil {
 		return err
 	}
@@ -77,7 +83,7 @@ func runServe(ctx context.Context, cfg *Config, log *zap.Logger, level zap.Atomi
 	// 45 s: past the 32 s for which finished transactions are kept.
 	go trimMemory(ctx, srv, 45*time.Second, slog)
 	if hook, ok := ctx.Value(serveHookKey{}).(func(*daemon)); ok {
-		hook(&daemon{srv: srv, store: st, ops: ops})
+		hook(&daemon{srv: srv, store: st, ops: ops, pusher: pusher})
 	}
 	slog.Info("sipwake started", zap.String("node", cfg.NodeID), zap.String("store", cfg.Store.Driver),
 		zap.String("upstream", cfg.Upstream.URI), zap.String("ops", ops.Addr().String()))
@@ -108,9 +114,10 @@ func runServe(ctx context.Context, cfg *Config, log *zap.Logger, level zap.Atomi
 // daemon is what a running serve holds; tests reach it through
 // serveStarted.
 type daemon struct {
-	srv   *proxy.Server
-	store store.Store
-	ops   *opsServer
+	srv    *proxy.Server
+	store  store.Store
+	ops    *opsServer
+	pusher *push.Dispatcher
 }
 
 // serveHookKey keys a func(*daemon) in the context of runServe, called

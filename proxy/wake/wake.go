@@ -130,17 +130,13 @@ func (c *call) notification(b *store.Binding, ev push.Event) (*push.Notification
 			n.Expiration = c.deadline
 		}
 	default:
-		n.Type = typeData
+		n.Type = push.TypeData
 		if ev == push.EventCall {
 			n.Expiration = c.deadline
 		}
 	}
 	return n, nil
 }
-
-// typeData is the push type of provider-neutral data messages (FCM, Web
-// Push, the webhook).
-const typeData push.Type = "data"
 
 // alertText is the visible text of an alert push.
 func alertText(ev push.Event, caller string) *push.Alert {
