@@ -57,16 +57,30 @@ func rawRegister(t *testing.T, ua *proxytest.UA, sw, user, password, contactPara
 	return waitFinal(t, ua)
 }
 
+// waitFinal waits for a final response; requests that arrive meanwhile
+// (an INVITE for a woken device may overtake its REGISTER's 200) are kept
+// for the test to read next.
 func waitFinal(t *testing.T, ua *proxytest.UA) *sip.Response {
 	t.Helper()
 	deadline := time.Now().Add(rawWait)
+	var kept []sip.Message
+	defer func() {
+		for _, m := range kept {
+			ua.Defer(m)
+		}
+	}()
 	for {
 		m, err := ua.Recv(time.Until(deadline))
 		if err != nil {
 			t.Fatalf("no final response: %v", err)
 		}
-		if r, ok := m.(*sip.Response); ok && r.StatusCode >= 200 {
-			return r
+		switch r := m.(type) {
+		case *sip.Response:
+			if r.StatusCode >= 200 {
+				return r
+			}
+		case *sip.Request:
+			kept = append(kept, r)
 		}
 	}
 }

@@ -29,6 +29,7 @@ type UA struct {
 	once    sync.Once
 	ln      net.Listener
 	mu      sync.Mutex
+	later   []sip.Message // put back by Defer, read first
 }
 
 // NewUDP binds a UA on ip:0 over UDP ("127.0.0.1" when ip is empty).
@@ -160,8 +161,26 @@ func CRLF(msg string) string {
 	return strings.Join(out, "\r\n") + "\r\n\r\n" + body
 }
 
+// Defer puts m back: the next Recv returns it (deferred messages come
+// back in the order they were deferred). A test waiting for one message
+// uses it to keep others that arrived first, such as an INVITE that
+// overtook the 200 to the REGISTER that woke the device.
+func (u *UA) Defer(m sip.Message) {
+	u.mu.Lock()
+	u.later = append(u.later, m)
+	u.mu.Unlock()
+}
+
 // Recv waits up to d for the next message.
 func (u *UA) Recv(d time.Duration) (sip.Message, error) {
+	u.mu.Lock()
+	if len(u.later) > 0 {
+		m := u.later[0]
+		u.later = u.later[1:]
+		u.mu.Unlock()
+		return m, nil
+	}
+	u.mu.Unlock()
 	select {
 	case m := <-u.msgs:
 		return m, nil
