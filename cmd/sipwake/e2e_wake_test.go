@@ -1,6 +1,9 @@
 package main
 
 import (
+	"encoding/json"
+	"io"
+	"net/http"
 	"strconv"
 	"strings"
 	"testing"
@@ -265,6 +268,19 @@ func TestE2EWakeNeverWoken(t *testing.T) {
 	e.sleepDevice(t, "1001", iosBoth)
 	start := time.Now()
 	caller := e.call(t, "1001", 20*time.Second)
+	e.apns.WaitRequests(t, 1, 5*time.Second)
+	// While it is held, the admin API lists it.
+	var held struct {
+		Calls []struct {
+			CallID string `json:"call_id"`
+			AOR    string `json:"aor"`
+			Pushed int    `json:"pushed"`
+		} `json:"calls"`
+	}
+	adminJSON(t, e.sw, "GET", "/v1/calls/held", "", &held)
+	if len(held.Calls) != 1 || held.Calls[0].AOR != "sip:1001@pbx.test" || held.Calls[0].Pushed != 1 {
+		t.Errorf("GET /v1/calls/held: %+v", held)
+	}
 	if err := caller.WaitMessage("SIP/2.0 480", testHold+5*time.Second); err != nil {
 		t.Fatalf("no 480 for the caller: %v\n%s", err, caller.Messages())
 	}
@@ -283,6 +299,47 @@ func TestE2EWakeNeverWoken(t *testing.T) {
 	time.Sleep(500 * time.Millisecond)
 	if n := len(e.apns.Requests()); n != 2 {
 		t.Errorf("APNs got %d pushes, want 2 (call, missed)", n)
+	}
+	adminJSON(t, e.sw, "GET", "/v1/calls/held", "", &held)
+	if len(held.Calls) != 0 {
+		t.Errorf("held calls after the 480: %+v", held)
+	}
+
+	// A test push through the admin API reaches the device as an alert.
+	var verdict struct {
+		Results []struct {
+			OK    bool   `json:"ok"`
+			Token string `json:"token"`
+		} `json:"results"`
+	}
+	adminJSON(t, e.sw, "POST", "/v1/push/test", `{"aor":"sip:1001@pbx.test"}`, &verdict)
+	if len(verdict.Results) != 1 || !verdict.Results[0].OK || strings.Contains(verdict.Results[0].Token, iosRemoteToken) {
+		t.Errorf("POST /v1/push/test: %+v", verdict)
+	}
+	if reqs := e.apns.WaitRequests(t, 3, 3*time.Second); reqs[2].PushType() != "alert" || reqs[2].Token != iosRemoteToken {
+		t.Errorf("test push: type %s token %s", reqs[2].PushType(), push6(reqs[2].Token))
+	}
+}
+
+// adminJSON calls sipwake's admin API and decodes the JSON answer.
+func adminJSON(t *testing.T, sw *running, method, path, body string, out any) {
+	t.Helper()
+	req, err := http.NewRequest(method, "http://"+sw.admin.Addr().String()+path, strings.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := http.Client{Timeout: 10 * time.Second}
+	res, err := c.Do(req)
+	if err != nil {
+		t.Fatalf("%s %s: %v", method, path, err)
+	}
+	defer res.Body.Close()
+	if res.StatusCode != 200 {
+		b, _ := io.ReadAll(res.Body)
+		t.Fatalf("%s %s: %d %s", method, path, res.StatusCode, b)
+	}
+	if err := json.NewDecoder(res.Body).Decode(out); err != nil {
+		t.Fatalf("%s %s: %v", method, path, err)
 	}
 }
 

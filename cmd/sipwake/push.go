@@ -75,3 +75,17 @@ func buildPusher(cfg *Config, log *zap.Logger, reg prometheus.Registerer) (*push
 	}
 	return d, nil
 }
+
+// pushConfigured reports whether any push provider is configured.
+func pushConfigured(cfg *Config) bool {
+	pc := cfg.Push
+	if pc.APNs.KeyFile != "" || len(pc.APNs.Certificates) > 0 || pc.Webhook.URL != "" {
+		return true
+	}
+	for _, p := range pc.FCM.Projects {
+		if p.CredentialsFile != "" {
+			return true
+		}
+	}
+	return false
+}

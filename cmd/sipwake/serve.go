@@ -15,6 +15,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/sipwake/sipwake/proxy"
+	"github.com/sipwake/sipwake/proxy/wake"
 	"github.com/sipwake/sipwake/push"
 	"github.com/sipwake/sipwake/store"
 	"github.com/sipwake/sipwake/store/embedded"
@@ -28,7 +29,6 @@ import (
 func runServe(ctx context.Context, cfg *Config, log *zap.Logger, level zap.AtomicLevel) error {
 	ctx, stop := signal.NotifyContext(ctx, syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
-	_ = level // the admin API (log level changes) arrives with the admin listener
 	reg := newRegistry()
 	ops, err := newOpsServer(cfg.Ops.Listen, reg, log.Named("ops"))
 	if err != nil {
@@ -78,12 +78,17 @@ func runServe(ctx context.Context, cfg *Config, log *zap.Logger, level zap.Atomi
 	if err := srv.Start(ctx); err != nil {
 		return err
 	}
+	admin, err := startAdminAPI(ctx, cfg, st, mods, pusher, level, log.Named("admin"))
+	if err != nil {
+		return err
+	}
+	defer shutdown(admin.Shutdown, 5*time.Second)
 	ops.SetStarted()
 	slog := log.Named("serve")
 	// 45 s: past the 32 s for which finished transactions are kept.
 	go trimMemory(ctx, srv, 45*time.Second, slog)
 	if hook, ok := ctx.Value(serveHookKey{}).(func(*daemon)); ok {
-		hook(&daemon{srv: srv, store: st, ops: ops, pusher: pusher})
+		hook(&daemon{srv: srv, store: st, ops: ops, pusher: pusher, admin: admin})
 	}
 	slog.Info("sipwake started", zap.String("node", cfg.NodeID), zap.String("store", cfg.Store.Driver),
 		zap.String("upstream", cfg.Upstream.URI), zap.String("ops", ops.Addr().String()))
@@ -118,6 +123,37 @@ type daemon struct {
 	store  store.Store
 	ops    *opsServer
 	pusher *push.Dispatcher
+	admin  *adminServer
+}
+
+// startAdmin starts the admin API on admin.listen: bindings, held calls,
+// test pushes and the log level, for the CLI.
+func startAdminAPI(ctx context.Context, cfg *Config, st store.Store, mods []proxy.Module, pusher *push.Dispatcher,
+	level zap.AtomicLevel, log *zap.Logger) (*adminServer, error) {
+	deps := adminDeps{Store: st, Level: level}
+	for _, m := range mods {
+		if w, ok := m.(*wake.Wake); ok {
+			deps.Held = w.Held
+		}
+	}
+	if pushConfigured(cfg) {
+		deps.Push = pusher
+	}
+	token := ""
+	if cfg.Admin.TokenFile != "" {
+		var err error
+		if token, err = readAdminToken(cfg.Admin.TokenFile); err != nil {
+			return nil, fmt.Errorf("admin.token_file: %w", err)
+		}
+	}
+	a, err := newAdminServer(cfg.Admin.Listen, token, deps, log)
+	if err != nil {
+		return nil, err
+	}
+	if err := a.Start(ctx); err != nil {
+		return nil, fmt.Errorf("admin: %w", err)
+	}
+	return a, nil
 }
 
 // serveHookKey keys a func(*daemon) in the context of runServe, called
