@@ -74,6 +74,7 @@ type listener struct {
 	advHost string
 	advPort int
 	closer  func() error
+	pc      net.PacketConn // the UDP socket, for stateless writes
 }
 
 // setSipgoDefaultLogger guards sipgo's process-wide default logger, which
@@ -237,7 +238,7 @@ func (s *Server) listen(l Listen) error {
 			_ = uc.SetReadBuffer(s.cfg.UDPBufferBytes)
 			_ = uc.SetWriteBuffer(s.cfg.UDPBufferBytes)
 		}
-		ln = &listener{network: "UDP", closer: pc.Close}
+		ln = &listener{network: "UDP", closer: pc.Close, pc: pc}
 		ln.bound = mustAddrPort(pc.LocalAddr())
 		s.serve(func() error { return s.tpl.ServeUDP(pc) })
 	case "tcp", "tls":

@@ -1,0 +1,153 @@
+package main
+
+import (
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/sipwake/sipwake/store/storetest"
+)
+
+// startPeer starts a second sipwake node sharing the first one's config
+// (same Redis, PBX and push providers) under another node id.
+func startPeer(t *testing.T, first *running, node string) *running {
+	t.Helper()
+	cfg := *first.cfg
+	cfg.NodeID = node
+	cfg.Ops.Listen = "127.0.0.1:0"
+	cfg.Admin.Listen = "127.0.0.3:0"
+	return startDaemon(t, &cfg)
+}
+
+// TestE2EWakeTwoNodes: two nodes on one Redis. The INVITE is held on
+// node A; the woken device registers through node B; A learns it from
+// the store's event and sends the INVITE through B, which owns the
+// device's connection. The call completes, ACK and BYE included.
+func TestE2EWakeTwoNodes(t *testing.T) {
+	addr := storetest.StartRedis(t)
+	e := startWakeEnv(t, func(c *Config) {
+		c.NodeID = "node-a"
+		c.Store.Driver = "redis"
+		c.Store.Redis.Addresses = []string{addr}
+	})
+	b := startPeer(t, e.sw, "node-b")
+
+	e.sleepDevice(t, "1001", iosParams) // through A: the PBX's contact points at A
+	caller := e.call(t, "1001", 20*time.Second)
+	e.apns.WaitRequests(t, 1, 5*time.Second)
+
+	onB := &wakeEnv{kam: e.kam, sw: b, apns: e.apns, fcm: e.fcm}
+	dev := onB.wakeDevice(t, "1001", iosParams)
+	inv := answer(t, dev, b.TCP)
+	if !strings.Contains(inv.Recipient.String(), "dev") && !strings.Contains(inv.Recipient.String(), "1001") {
+		t.Errorf("INVITE Request-URI %s", inv.Recipient.String())
+	}
+	if strings.Contains(inv.String(), "sw-relay") {
+		t.Errorf("the relay signature reached the device:\n%s", inv.String())
+	}
+	res := waitSIPp(t, "caller", caller)
+	expectLines(t, "caller", res.Messages, "SIP/2.0 200 OK")
+	if n := len(e.apns.Requests()); n != 1 {
+		t.Errorf("APNs got %d pushes, want 1", n)
+	}
+}
+
+// TestE2EWakeNodeKilled: node A (the built binary) holds a call and is
+// killed with SIGKILL; node B finds the held-call record of a node whose
+// heartbeat lapsed and answers the caller 480 long before the hold ends:
+// the caller is not left in silence.
+func TestE2EWakeNodeKilled(t *testing.T) {
+	addr := storetest.StartRedis(t)
+	const hold = 30 * time.Second
+	e := startWakeEnv(t, func(c *Config) {
+		c.NodeID = "node-b"
+		c.Store.Driver = "redis"
+		c.Store.Redis.Addresses = []string{addr}
+		c.Wake.InviteHoldTimeout = hold
+	})
+	cfg := e.sw.cfg
+	dir := t.TempDir()
+	bin := filepath.Join(dir, "sipwake")
+	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
+	yaml := "node_id: node-a\n" +
+		"log: {level: debug}\n" +
+		"sip:\n  listen: [\"udp://127.0.0.1:0\", \"tcp://127.0.0.1:0\"]\n  trusted_sources: [\"" + pbxIP + "/32\"]\n" +
+		"upstream:\n  uri: \"" + cfg.Upstream.URI + "\"\n  domains: [\"pbx.test\"]\n" +
+		"store:\n  driver: redis\n  redis: {addresses: [\"" + addr + "\"]}\n" +
+		"push:\n  ca_file: " + cfg.Push.CAFile + "\n" +
+		"  apns: {key_file: " + cfg.Push.APNs.KeyFile + ", key_id: " + cfg.Push.APNs.KeyID + ", team_id: " + cfg.Push.APNs.TeamID +
+		", url: \"" + cfg.Push.APNs.URL + "\", sandbox_url: \"" + cfg.Push.APNs.SandboxURL + "\"}\n" +
+		"wake: {invite_hold_timeout: " + hold.String() + "}\n" +
+		"ops: {listen: \"127.0.0.1:0\"}\nadmin: {listen: \"127.0.0.3:0\"}\n"
+	cfgFile := filepath.Join(dir, "a.yaml")
+	if err := os.WriteFile(cfgFile, []byte(yaml), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	var logs syncBuffer
+	a := exec.Command(bin, "serve", "-c", cfgFile)
+	a.Stdout, a.Stderr = &logs, &logs
+	if err := a.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan struct{})
+	go func() { _ = a.Wait(); close(exited) }()
+	t.Cleanup(func() {
+		select {
+		case <-exited:
+		default:
+			_ = a.Process.Kill()
+			<-exited
+		}
+		if t.Failed() {
+			t.Logf("node A log:\n%s", tail(logs.String(), 40))
+		}
+	})
+	tcpA := waitListen(t, &logs, "tcp")
+
+	onA := &wakeEnv{kam: e.kam, sw: &running{UDP: "", TCP: tcpA}, apns: e.apns}
+	onA.sleepDevice(t, "1001", iosParams) // the PBX's contact points at A
+	caller := e.call(t, "1001", hold+10*time.Second)
+	e.apns.WaitRequests(t, 1, 5*time.Second)
+	time.Sleep(200 * time.Millisecond) // A writes its held-call record after the push
+	if err := a.Process.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	<-exited
+	killed := time.Now()
+	if err := caller.WaitMessage("SIP/2.0 480", 15*time.Second); err != nil {
+		t.Fatalf("the caller got no final answer after node A died: %v", err)
+	}
+	if d := time.Since(killed); d > 10*time.Second {
+		t.Errorf("480 came %v after the kill", d)
+	}
+	caller.Stop()
+	if !strings.Contains(e.sw.logs.String(), `"orphan call answered"`) {
+		t.Errorf("node B did not log the orphan call")
+	}
+}
+
+// waitListen reads a node's log until it reports its listener for
+// network and returns the address.
+func waitListen(t *testing.T, logs *syncBuffer, network string) string {
+	t.Helper()
+	deadline := time.Now().Add(15 * time.Second)
+	for time.Now().Before(deadline) {
+		for _, line := range strings.Split(logs.String(), "\n") {
+			if !strings.Contains(line, `"msg":"listening"`) || !strings.Contains(line, `"transport":"`+strings.ToUpper(network)+`"`) {
+				continue
+			}
+			if i := strings.Index(line, `"addr":"`); i >= 0 {
+				rest := line[i+8:]
+				return rest[:strings.IndexByte(rest, '"')]
+			}
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	t.Fatalf("node never listened on %s:\n%s", network, logs.String())
+	return ""
+}
