@@ -417,6 +417,15 @@ func TestE2EWakePrune(t *testing.T) {
 				}
 				time.Sleep(50 * time.Millisecond)
 			}
+			_, metrics := httpGet(t, "http://"+e.sw.ops.Addr().String()+"/metrics")
+			provider, reason := "apns", "unregistered"
+			if strings.HasPrefix(tc.name, "fcm") {
+				provider = "fcm"
+			}
+			want := `sipwake_push_tokens_pruned_total{provider="` + provider + `",reason="` + reason + `"} 1`
+			if !strings.Contains(metrics, want) || !strings.Contains(metrics, `sipwake_wake_invite_hold_duration_seconds_count{outcome="no_device"} 1`) {
+				t.Errorf("metrics lack %s or the no_device hold outcome", want)
+			}
 			before := tc.count(e)
 			again := e.call(t, "1001", 15*time.Second)
 			if err := again.WaitMessage("SIP/2.0 480", 5*time.Second); err != nil {
