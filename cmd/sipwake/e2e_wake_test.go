@@ -542,3 +542,62 @@ func TestE2EWakeThreeDevices(t *testing.T) {
 		t.Errorf("APNs got %d pushes, want 1", n)
 	}
 }
+
+// TestE2EWakeAndroidCancel: an Android device still waking when the caller
+// cancels gets a call_cancelled data push after the call push.
+func TestE2EWakeAndroidCancel(t *testing.T) {
+	e := startWakeEnv(t, nil)
+	e.sleepDevice(t, "1001", androidParms)
+	port := pbxUser(t, e.kam, "1002")
+	res, err := testpeers.RunSIPp(t, e2eCtx(t, 25*time.Second), testpeers.SIPpOptions{
+		Scenario:  sippScenario(t, "uac_cancel_auth.xml"),
+		Remote:    e.kam.UDPAddr,
+		LocalPort: port,
+		Auth:      [2]string{"1002", "pw1002"},
+		Keys:      testpeers.CallKeys("1002", "1001", "pbx.test"),
+		Pause:     500 * time.Millisecond,
+		Timeout:   15 * time.Second,
+	})
+	sippMust(t, "caller cancels while the device wakes", res, err)
+	reqs := e.fcm.WaitRequests(t, 2, 5*time.Second)
+	if reqs[0].Message.Data["sipwake.event"] != "call" || reqs[1].Message.Data["sipwake.event"] != "call_cancelled" ||
+		reqs[0].Message.Data["sipwake.uuid"] != reqs[1].Message.Data["sipwake.uuid"] {
+		t.Errorf("pushes: %v then %v", reqs[0].Message.Data, reqs[1].Message.Data)
+	}
+}
+
+// TestE2EWakeAwakeDevice: a push-capable device whose TCP connection is
+// still open gets the INVITE at once; ringing within
+// wake.awake_push_delay stops its push. A second call it does not answer
+// in time is pushed after the delay.
+func TestE2EWakeAwakeDevice(t *testing.T) {
+	e := startWakeEnv(t, func(c *Config) { c.Wake.AwakePushDelay = time.Second })
+	dev := proxytest.DialTCP(t, "", e.sw.TCP)
+	cseq := 0
+	if res := rawRegister(t, dev, e.sw.TCP, "1001", "pw1001", iosParams+"|", "", &cseq); res.StatusCode != 200 {
+		t.Fatalf("register: %d", res.StatusCode)
+	}
+	caller := e.call(t, "1001", 20*time.Second)
+	inv := dev.ExpectRequest(3*time.Second, sip.INVITE)
+	time.Sleep(300 * time.Millisecond)
+	if n := len(e.apns.Requests()); n != 0 {
+		t.Errorf("%d pushes before the delay", n)
+	}
+	// It stays silent past the delay: now it is pushed, once.
+	e.apns.WaitRequests(t, 1, 3*time.Second)
+	finishCall(t, dev, e.sw.TCP, inv)
+	waitSIPp(t, "caller", caller)
+	if n := len(e.apns.Requests()); n != 1 {
+		t.Errorf("%d pushes, want 1", n)
+	}
+
+	// Rings within the delay: no push at all.
+	before := len(e.apns.Requests())
+	caller = e.call(t, "1001", 20*time.Second)
+	inv = dev.ExpectRequest(3*time.Second, sip.INVITE)
+	finishCall(t, dev, e.sw.TCP, inv)
+	waitSIPp(t, "caller", caller)
+	if n := len(e.apns.Requests()) - before; n != 0 {
+		t.Errorf("a device that rang at once was pushed %d times", n)
+	}
+}
