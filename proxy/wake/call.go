@@ -83,6 +83,7 @@ type call struct {
 
 	ctx  context.Context
 	stop context.CancelFunc
+	hold *time.Timer // the hold's deadline, from begin
 
 	events  chan proxy.BranchEvent
 	pushes  chan pushResult
@@ -124,7 +125,6 @@ func newCall(w *Wake, req *proxy.Request, aor string, single, allowPush bool) *c
 		push:     allowPush && w.cfg.Pusher != nil,
 		received: now,
 		deadline: now.Add(w.cfg.HoldTimeout),
-		events:   make(chan proxy.BranchEvent, 16),
 		pushes:   make(chan pushResult, 8),
 		retry:    make(chan *device, 8),
 		cancels:  make(chan *sip.Request, 1),
@@ -161,13 +161,63 @@ func (c *call) takeRegistered() []string {
 }
 
 // run holds the call until it ends; it returns once the caller has its
-// final answer and nothing is left to tell woken devices.
+// final answer and nothing is left to tell woken devices. Its goroutine
+// (the request's own) stays parked in loop for the whole hold, and its
+// stack is the largest part of what a held call costs: the runtime halves
+// a parked goroutine's stack only when under a quarter of it is in use,
+// so run and loop keep small frames and leave the work to the methods
+// they call. (The frames of the modules before wake count as well.)
 func (c *call) run(targets []store.Binding) {
-	w := c.w
+	defer c.cleanup()
+	if c.begin(targets) {
+		c.loop()
+	}
+}
+
+// loop handles the call's events until it is done or the node stops.
+//
+//go:noinline
+func (c *call) loop() {
+	stopping := c.w.stopping()
+	for !c.done() {
+		select {
+		case ev := <-c.events:
+			c.onBranch(ev)
+		case r := <-c.pushes:
+			c.onPush(r)
+		case d := <-c.retry:
+			c.onRetry(d)
+		case <-c.regSig:
+			c.onRegSig()
+		case cn := <-c.cancels:
+			c.onCallerCancel(cn)
+		case <-c.hold.C:
+			c.onDeadline()
+		case <-stopping:
+			c.onStop()
+			return
+		}
+	}
+}
+
+// cleanup releases what run holds once the call is over.
+func (c *call) cleanup() {
+	if c.hold != nil {
+		c.hold.Stop()
+	}
+	c.w.remove(c)
+	if c.stop != nil {
+		c.stop()
+	}
+}
+
+// begin starts the hold: it takes the caller's CANCEL, and forks to or
+// pushes every target. It reports false when the call already ended.
+//
+//go:noinline
+func (c *call) begin(targets []store.Binding) bool {
 	c.ctx, c.stop = context.WithCancel(context.Background())
-	defer c.stop()
-	w.add(c)
-	defer w.remove(c)
+	c.w.add(c)
 	if !c.req.OnCancel(func(cn *sip.Request) {
 		select {
 		case c.cancels <- cn:
@@ -176,7 +226,7 @@ func (c *call) run(targets []store.Binding) {
 	}) {
 		// Cancelled before the hold began: nothing to wake.
 		c.end(outcomeCancelled, nil)
-		return
+		return false
 	}
 	for i := range targets {
 		c.start(targets[i])
@@ -184,35 +234,37 @@ func (c *call) run(targets []store.Binding) {
 	if !c.canAnswer() {
 		c.finishFailed()
 	}
-	hold := time.NewTimer(time.Until(c.deadline))
-	defer hold.Stop()
-	for !c.done() {
-		select {
-		case ev := <-c.events:
-			c.onBranch(ev)
-		case r := <-c.pushes:
-			c.onPush(r)
-		case d := <-c.retry:
-			if d.scheduled != nil {
-				d.scheduled = nil
-			}
-			if !c.finished && !d.delivered && !d.dead && !d.ringing {
-				c.sendPush(d, push.EventCall)
-			}
-		case <-c.regSig:
-			for _, inst := range c.takeRegistered() {
-				c.onRegistered(inst)
-			}
-		case cn := <-c.cancels:
-			c.onCallerCancel(cn)
-		case <-hold.C:
-			c.onDeadline()
-		case <-w.stopping():
-			if !c.finished {
-				c.finish(c.reply(503, "Service Unavailable", `SIP;cause=503;text="Node stopping"`), outcomeStopped)
-			}
-			return
-		}
+	c.hold = time.NewTimer(time.Until(c.deadline))
+	return true
+}
+
+// onRetry is a scheduled push falling due.
+//
+//go:noinline
+func (c *call) onRetry(d *device) {
+	if d.scheduled != nil {
+		d.scheduled = nil
+	}
+	if !c.finished && !d.delivered && !d.dead && !d.ringing {
+		c.sendPush(d, push.EventCall)
+	}
+}
+
+// onRegSig hands the bindings stored for the AOR to onRegistered.
+//
+//go:noinline
+func (c *call) onRegSig() {
+	for _, inst := range c.takeRegistered() {
+		c.onRegistered(inst)
+	}
+}
+
+// onStop answers the caller when the node stops.
+//
+//go:noinline
+func (c *call) onStop() {
+	if !c.finished {
+		c.finish(c.reply(503, "Service Unavailable", `SIP;cause=503;text="Node stopping"`), outcomeStopped)
 	}
 }
 
@@ -285,6 +337,12 @@ func (c *call) fork(d *device) {
 	if err != nil {
 		c.log.Warn("stored contact unusable", zap.Error(err))
 		return
+	}
+	if c.events == nil {
+		// Made at the first fork: a call held for sleeping devices has
+		// no branch until one wakes (run's select waits on nil until
+		// then; only run's goroutine forks).
+		c.events = make(chan proxy.BranchEvent, 16)
 	}
 	br, err := c.req.Fork(c.ctx, proxy.ForwardOptions{Target: t}, c.events)
 	if err != nil {

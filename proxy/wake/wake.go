@@ -19,52 +19,66 @@ import (
 // other request goes on down the chain.
 func (w *Wake) Wrap(next proxy.Handler) proxy.Handler {
 	return proxy.HandlerFunc(func(ctx context.Context, req *proxy.Request) {
-		if req.Msg.IsCancel() && w.cancelElsewhere(ctx, req) {
-			req.Respond(200, "OK")
-			return
+		// A held call blocks this goroutine (the request's own) in run
+		// until it ends: admit's large frame (bindings) is gone by then,
+		// so that the stack kept per held call stays small.
+		if c, targets := w.admit(ctx, req, next); c != nil {
+			c.run(targets)
 		}
-		if req.Msg.Method != sip.INVITE || !req.Trusted || req.InDialog() || registrar.Relayed(ctx) {
-			next.ServeSIP(ctx, req)
-			return
-		}
-		var (
-			aor     string
-			targets []store.Binding
-			single  bool
-		)
-		if b, ok := registrar.Resolved(ctx); ok {
-			if b.Push == nil {
-				// A device without push: the plain forwarder serves it.
-				next.ServeSIP(ctx, req)
-				return
-			}
-			aor, targets, single = b.AOR, []store.Binding{b}, true
-		} else if req.Target == nil && req.Msg.Recipient.User != "" && req.Server().ServesDomain(req.Msg.Recipient.Host) {
-			a, err := registrar.NormalizeAOR(req.Msg.Recipient)
-			if err != nil {
-				req.Respond(404, "Not Found")
-				return
-			}
-			bs, err := w.cfg.Store.Bindings(ctx, a)
-			if err != nil {
-				req.Log().Warn("binding lookup failed", proxy.AOR(a), zap.Error(err))
-				req.Respond(503, "Service Unavailable", sip.NewHeader("Retry-After", "5"))
-				return
-			}
-			if len(bs) == 0 {
-				req.Respond(480, "Temporarily Unavailable", sip.NewHeader("Warning", `399 sipwake "no device registered"`))
-				return
-			}
-			aor, targets = a, bs
-		} else {
-			next.ServeSIP(ctx, req)
-			return
-		}
-		if !req.Forwardable() {
-			return
-		}
-		newCall(w, req, aor, single, pushAllowed(req.Msg)).run(targets)
 	})
+}
+
+// admit decides what to do with a request: it returns the call to hold
+// and its target devices, or nil when it passed the request on or
+// answered it.
+//
+//go:noinline
+func (w *Wake) admit(ctx context.Context, req *proxy.Request, next proxy.Handler) (*call, []store.Binding) {
+	if req.Msg.IsCancel() && w.cancelElsewhere(ctx, req) {
+		req.Respond(200, "OK")
+		return nil, nil
+	}
+	if req.Msg.Method != sip.INVITE || !req.Trusted || req.InDialog() || registrar.Relayed(ctx) {
+		next.ServeSIP(ctx, req)
+		return nil, nil
+	}
+	var (
+		aor     string
+		targets []store.Binding
+		single  bool
+	)
+	if b, ok := registrar.Resolved(ctx); ok {
+		if b.Push == nil {
+			// A device without push: the plain forwarder serves it.
+			next.ServeSIP(ctx, req)
+			return nil, nil
+		}
+		aor, targets, single = b.AOR, []store.Binding{b}, true
+	} else if req.Target == nil && req.Msg.Recipient.User != "" && req.Server().ServesDomain(req.Msg.Recipient.Host) {
+		a, err := registrar.NormalizeAOR(req.Msg.Recipient)
+		if err != nil {
+			req.Respond(404, "Not Found")
+			return nil, nil
+		}
+		bs, err := w.cfg.Store.Bindings(ctx, a)
+		if err != nil {
+			req.Log().Warn("binding lookup failed", proxy.AOR(a), zap.Error(err))
+			req.Respond(503, "Service Unavailable", sip.NewHeader("Retry-After", "5"))
+			return nil, nil
+		}
+		if len(bs) == 0 {
+			req.Respond(480, "Temporarily Unavailable", sip.NewHeader("Warning", `399 sipwake "no device registered"`))
+			return nil, nil
+		}
+		aor, targets = a, bs
+	} else {
+		next.ServeSIP(ctx, req)
+		return nil, nil
+	}
+	if !req.Forwardable() {
+		return nil, nil
+	}
+	return newCall(w, req, aor, single, pushAllowed(req.Msg)), targets
 }
 
 // pushAllowed reports whether an INVITE may wake devices: not one that
