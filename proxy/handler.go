@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"context"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -103,6 +104,22 @@ type Request struct {
 	srv      *Server
 	log      *zap.Logger
 	answered atomic.Bool
+	detached atomic.Bool
+	finish   func()
+}
+
+// Detach lets a module keep the request after its handler returns: the
+// server then neither answers it nor ends its transaction until the
+// returned function runs, which the module must call exactly once when it
+// is done (a final response not sent by then is answered 500). A module
+// holding a request for long (an INVITE waiting for a phone to wake) runs
+// its wait on a goroutine of its own, whose stack can stay small, instead
+// of keeping the deep stack of the handler chain parked. Drain still
+// waits for detached requests.
+func (r *Request) Detach() (done func()) {
+	r.detached.Store(true)
+	var once sync.Once
+	return func() { once.Do(r.finish) }
 }
 
 // Server returns the proxy serving the request.

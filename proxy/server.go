@@ -514,7 +514,6 @@ var errMessageTooLarge = errors.New("proxy: message larger than sip.max_message_
 // server transaction.
 func (s *Server) onRequest(req *sip.Request, tx *sip.ServerTx) {
 	s.inflight.Add(1)
-	defer s.inflight.Add(-1)
 	s.received.Add(1)
 	r := &Request{
 		Msg:       req,
@@ -535,21 +534,28 @@ func (s *Server) onRequest(req *sip.Request, tx *sip.ServerTx) {
 	// The context ends with the transaction (sipgo's own helper cancels
 	// at once when registration succeeds, so it is not used).
 	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
 	if !tx.OnTerminate(func(string, error) { cancel() }) {
 		cancel()
 	}
+	r.finish = func() {
+		defer s.inflight.Add(-1)
+		defer cancel()
+		if req.IsAck() {
+			tx.Terminate()
+			return
+		}
+		if !r.answered.Load() {
+			// A handler that returned without a final answer leaves the
+			// caller in silence: never let that happen.
+			r.Respond(500, "Server Internal Error")
+		}
+		tx.TerminateGracefully()
+	}
 	s.dispatch(ctx, r)
-	if req.IsAck() {
-		tx.Terminate()
-		return
+	if r.detached.Load() {
+		return // its owner finishes it
 	}
-	if !r.answered.Load() {
-		// A handler that returned without a final answer leaves the
-		// caller in silence: never let that happen.
-		r.Respond(500, "Server Internal Error")
-	}
-	tx.TerminateGracefully()
+	r.finish()
 }
 
 // dispatch runs the built-in checks, route preprocessing, then the chain.

@@ -27,15 +27,28 @@ func (r *Registrar) Wrap(next proxy.Handler) proxy.Handler {
 			return
 		}
 		if req.Target == nil && req.Msg.Recipient.User != "" && req.Server().IsOwnURI(&req.Msg.Recipient) {
-			relayed := r.relayed(req)
-			b, ok := r.resolveContact(ctx, req, relayed)
-			if !ok {
+			var ok bool
+			if ctx, ok = r.resolve(ctx, req); !ok {
 				return
 			}
-			ctx = context.WithValue(ctx, resolvedKey{}, resolved{b: b, relayed: relayed})
 		}
 		next.ServeSIP(ctx, req)
 	})
+}
+
+// resolve resolves a request for a sipwake contact and records the binding
+// in the returned context. It is kept out of Wrap's closure so that the
+// closure's frame stays small: it stays on the stack of every INVITE the
+// wake module holds, for the whole hold.
+//
+//go:noinline
+func (r *Registrar) resolve(ctx context.Context, req *proxy.Request) (context.Context, bool) {
+	relayed := r.relayed(req)
+	b, ok := r.resolveContact(ctx, req, relayed)
+	if !ok {
+		return ctx, false
+	}
+	return context.WithValue(ctx, resolvedKey{}, resolved{b: b, relayed: relayed}), true
 }
 
 type resolvedKey struct{}

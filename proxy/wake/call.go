@@ -70,7 +70,6 @@ type pushResult struct {
 type call struct {
 	w        *Wake
 	req      *proxy.Request
-	log      *zap.Logger
 	aor      string
 	callID   string
 	fromURI  string
@@ -118,7 +117,6 @@ func newCall(w *Wake, req *proxy.Request, aor string, single, allowPush bool) *c
 	c := &call{
 		w:        w,
 		req:      req,
-		log:      req.Log().With(proxy.AOR(aor)),
 		aor:      aor,
 		callID:   req.Msg.CallID().Value(),
 		single:   single,
@@ -160,18 +158,32 @@ func (c *call) takeRegistered() []string {
 	return l
 }
 
-// run holds the call until it ends; it returns once the caller has its
-// final answer and nothing is left to tell woken devices. Its goroutine
-// (the request's own) stays parked in loop for the whole hold, and its
-// stack is the largest part of what a held call costs: the runtime halves
-// a parked goroutine's stack only when under a quarter of it is in use,
-// so run and loop keep small frames and leave the work to the methods
-// they call. (The frames of the modules before wake count as well.)
+// run starts the hold: it forks and pushes on the request's goroutine,
+// then detaches the request and waits on a goroutine of its own until the
+// caller has its final answer and nothing is left to tell woken devices.
+// That goroutine is parked for the whole hold, and its stack is the
+// largest part of what a held call costs: started fresh, with small
+// frames (loop leaves the work to the methods it calls), it stays small,
+// where the request's goroutine carries the whole handler chain.
 func (c *call) run(targets []store.Binding) {
-	defer c.cleanup()
-	if c.begin(targets) {
-		c.loop()
+	if !c.begin(targets) {
+		c.cleanup()
+		return
 	}
+	done := c.req.Detach()
+	go func() {
+		defer done()
+		defer c.cleanup()
+		defer func() {
+			if p := recover(); p != nil {
+				c.w.log.Error("held call panic", c.fields(zap.Any("panic", p), zap.Stack("stack"))...)
+				if !c.req.Answered() {
+					c.req.Respond(500, "Server Internal Error")
+				}
+			}
+		}()
+		c.loop()
+	}()
 }
 
 // loop handles the call's events until it is done or the node stops.
@@ -335,7 +347,7 @@ func (c *call) fork(d *device) {
 		t, err = registrar.TargetFor(d.b)
 	}
 	if err != nil {
-		c.log.Warn("stored contact unusable", zap.Error(err))
+		c.w.log.Warn("stored contact unusable", c.fields(zap.Error(err))...)
 		return
 	}
 	if c.events == nil {
@@ -347,7 +359,7 @@ func (c *call) fork(d *device) {
 	br, err := c.req.Fork(c.ctx, proxy.ForwardOptions{Target: t}, c.events)
 	if err != nil {
 		if !errors.Is(err, proxy.ErrFlowGone) {
-			c.log.Info("invite not forwarded", zap.String(proxy.FieldDst, t.Dest), zap.Error(err))
+			c.w.log.Info("invite not forwarded", c.fields(zap.String(proxy.FieldDst, t.Dest), zap.Error(err))...)
 		}
 		return
 	}
@@ -373,8 +385,8 @@ func (c *call) sendPush(d *device, ev push.Event) {
 	}
 	n, err := c.notification(&d.b, ev)
 	if err != nil {
-		if ce := c.log.Check(zap.DebugLevel, "push skipped"); ce != nil {
-			ce.Write(zap.String("event", string(ev)), zap.String(proxy.FieldPNProvider, d.b.Push.Provider))
+		if ce := c.w.log.Check(zap.DebugLevel, "push skipped"); ce != nil {
+			ce.Write(c.fields(zap.String("event", string(ev)), zap.String(proxy.FieldPNProvider, d.b.Push.Provider))...)
 		}
 		return
 	}
@@ -415,7 +427,7 @@ func (c *call) onPush(r pushResult) {
 	fields := []zap.Field{zap.String("event", string(r.ev)), zap.String(proxy.FieldInstance, maskInstance(d.b.Instance)),
 		zap.String(proxy.FieldPNProvider, d.b.Push.Provider), proxy.PNToken(r.tok)}
 	if r.err == nil {
-		c.log.Info("push sent", fields...)
+		c.w.log.Info("push sent", c.fields(fields...)...)
 		if r.ev == push.EventCall {
 			d.pushOK = true
 		}
@@ -423,7 +435,7 @@ func (c *call) onPush(r pushResult) {
 	}
 	fields = append(fields, zap.Error(r.err))
 	if push.IsPermanent(r.err) {
-		c.log.Info("push token pruned", fields...)
+		c.w.log.Info("push token pruned", c.fields(fields...)...)
 		c.prune(d, r.tok, push.ReasonOf(r.err))
 		if r.ev == push.EventCall {
 			d.dead = true
@@ -433,7 +445,7 @@ func (c *call) onPush(r pushResult) {
 		}
 		return
 	}
-	c.log.Info("push failed", fields...)
+	c.w.log.Info("push failed", c.fields(fields...)...)
 	if r.ev != push.EventCall || c.finished || d.delivered || d.dead {
 		return
 	}
@@ -477,7 +489,7 @@ func (c *call) prune(d *device, tok, reason string) {
 		defer cancel()
 		cleared, err := c.w.cfg.Store.ClearPush(ctx, b.AOR, b.Instance, tok)
 		if err != nil && !errors.Is(err, store.ErrNotFound) {
-			c.log.Warn("push token not pruned", zap.Error(err))
+			c.w.log.Warn("push token not pruned", c.fields(zap.Error(err))...)
 			return
 		}
 		if cleared {
@@ -521,7 +533,7 @@ func (c *call) onRegistered(instance string) {
 	bs, err := c.w.cfg.Store.Bindings(ctx, c.aor)
 	cancel()
 	if err != nil {
-		c.log.Warn("binding lookup failed", zap.Error(err))
+		c.w.log.Warn("binding lookup failed", c.fields(zap.Error(err))...)
 		return
 	}
 	var b *store.Binding
@@ -558,8 +570,8 @@ func (c *call) onRegistered(instance string) {
 	if d.pushOK || d.pushed {
 		c.w.metrics.wakeup.Observe(now.Sub(d.pushedAt).Seconds())
 	}
-	c.log.Info("invite delivered", zap.String(proxy.FieldInstance, maskInstance(instance)),
-		zap.Float64(proxy.FieldDuration, now.Sub(c.received).Seconds()))
+	c.w.log.Info("invite delivered", c.fields(zap.String(proxy.FieldInstance, maskInstance(instance)),
+		zap.Float64(proxy.FieldDuration, now.Sub(c.received).Seconds()))...)
 	if c.finished {
 		// The call ended while the device woke: it gets the INVITE so the
 		// app can report it, and the CANCEL right after.
@@ -705,7 +717,7 @@ func (c *call) end(outcome string, winner *device) {
 	c.outcome = outcome
 	dur := time.Since(c.received)
 	c.w.metrics.holdDuration.WithLabelValues(outcome).Observe(dur.Seconds())
-	c.log.Info("hold ended", zap.String("outcome", outcome), zap.Float64(proxy.FieldDuration, dur.Seconds()))
+	c.w.log.Info("hold ended", c.fields(zap.String("outcome", outcome), zap.Float64(proxy.FieldDuration, dur.Seconds()))...)
 	reason := c.cancelReason()
 	for _, d := range c.devices {
 		if d.scheduled != nil {
@@ -723,7 +735,7 @@ func (c *call) end(outcome string, winner *device) {
 			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 			defer cancel()
 			if err := c.w.cfg.Store.DeleteHeld(ctx, id); err != nil && !errors.Is(err, store.ErrNotFound) {
-				c.log.Warn("held call record not removed", zap.Error(err))
+				c.w.log.Warn("held call record not removed", c.fields(zap.Error(err))...)
 			}
 		}()
 	}
@@ -808,7 +820,7 @@ func (c *call) storeHeld() {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
 		if err := c.w.cfg.Store.PutHeld(ctx, h); err != nil {
-			c.log.Warn("held call record not stored", zap.Error(err))
+			c.w.log.Warn("held call record not stored", c.fields(zap.Error(err))...)
 		}
 	}()
 }
@@ -868,4 +880,14 @@ type HeldInfo struct {
 func (c *call) info() HeldInfo {
 	return HeldInfo{CallID: c.callID, AOR: c.aor, Node: c.w.cfg.NodeID, Received: c.received, Deadline: c.deadline,
 		Devices: int(c.nDevices.Load()), Pushed: int(c.nPushed.Load()), Finished: c.ended.Load()}
+}
+
+// fields are a log line's fields: the request's (call_id, method, cseq,
+// src, transport), the AOR, then extra. Built per line rather than kept in
+// a child logger: a held call lives long and its logs are few, so the
+// logger's copy of the encoder would cost more than it saves.
+func (c *call) fields(extra ...zap.Field) []zap.Field {
+	fs := proxy.RequestFields(c.req.Msg, c.req.Source, c.req.Transport)
+	fs = append(fs, proxy.AOR(c.aor))
+	return append(fs, extra...)
 }
