@@ -8,6 +8,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/emiago/sipgo/sip"
+
+	"github.com/sipwake/sipwake/proxy/proxytest"
 	"github.com/sipwake/sipwake/store/storetest"
 )
 
@@ -150,4 +153,68 @@ func waitListen(t *testing.T, logs *syncBuffer, network string) string {
 	}
 	t.Fatalf("node never listened on %s:\n%s", network, logs.String())
 	return ""
+}
+
+// TestE2EWakeCancelOtherNode: a CANCEL that a load balancer sends to node
+// B, while node A holds the INVITE, is answered 200 by B; A ends the call
+// with 487. (The PBX here is a raw UA, so the test controls where each
+// request goes.)
+func TestE2EWakeCancelOtherNode(t *testing.T) {
+	addr := storetest.StartRedis(t)
+	pbx := proxytest.NewUDP(t, pbxIP)
+	e := startWakeEnv(t, func(c *Config) {
+		c.NodeID = "node-a"
+		c.Store.Driver = "redis"
+		c.Store.Redis.Addresses = []string{addr}
+		c.Upstream.URI = "sip:" + pbx.Addr() + ";transport=udp"
+		c.Upstream.Domains = []string{"pbx.test"}
+	})
+	b := startPeer(t, e.sw, "node-b")
+
+	// The device registers through A; the PBX accepts its contact.
+	dev := proxytest.DialTCP(t, "", e.sw.TCP)
+	dev.Send(e.sw.TCP, "REGISTER sip:pbx.test SIP/2.0\n"+
+		"Via: SIP/2.0/TCP "+dev.Addr()+";branch=z9hG4bK-reg1;rport\n"+
+		"Max-Forwards: 70\nFrom: <sip:1001@pbx.test>;tag=r1\nTo: <sip:1001@pbx.test>\n"+
+		"Call-ID: reg-cancel-other\nCSeq: 1 REGISTER\n"+
+		"Contact: <sip:1001@"+dev.Addr()+";transport=tcp"+iosParams+">;expires=600\n\n")
+	reg := pbx.ExpectRequest(5*time.Second, sip.REGISTER)
+	contact := reg.GetHeader("Contact").Value()
+	pbx.Reply(e.sw.UDP, reg, 200, "OK", "Contact: "+contact)
+	if res := waitFinal(t, dev); res.StatusCode != 200 {
+		t.Fatalf("register: %d", res.StatusCode)
+	}
+	dev.Close()
+	ruri := strings.Trim(strings.SplitN(contact, ";expires", 2)[0], "<>")
+
+	head := func(method string, cseq int) string {
+		return method + " " + ruri + " SIP/2.0\n" +
+			"Via: SIP/2.0/UDP " + pbx.Addr() + ";branch=z9hG4bK-lb-1;rport\n" +
+			"Max-Forwards: 70\nFrom: <sip:1002@pbx.test>;tag=caller\nTo: <sip:1001@pbx.test>\n" +
+			"Call-ID: cancel-other-node\nCSeq: 1 " + method + "\n"
+	}
+	pbx.Send(e.sw.UDP, head("INVITE", 1)+"Contact: <sip:1002@"+pbx.Addr()+">\n\n")
+	e.apns.WaitRequests(t, 1, 5*time.Second)
+	time.Sleep(300 * time.Millisecond) // the held-call record is written after the push
+
+	pbx.Send(b.UDP, head("CANCEL", 1)+"\n")
+	var got200, got487 bool
+	for deadline := time.Now().Add(5 * time.Second); !(got200 && got487); {
+		m, err := pbx.Recv(time.Until(deadline))
+		if err != nil {
+			t.Fatalf("CANCEL via node B: 200 %v, 487 %v: %v", got200, got487, err)
+		}
+		r, ok := m.(*sip.Response)
+		if !ok {
+			continue
+		}
+		switch {
+		case r.CSeq().MethodName == sip.CANCEL && r.StatusCode == 200:
+			got200 = true
+		case r.CSeq().MethodName == sip.INVITE && r.StatusCode == 487:
+			got487 = true
+		case r.StatusCode >= 200:
+			t.Fatalf("unexpected %d to %s", r.StatusCode, r.CSeq().MethodName)
+		}
+	}
 }
