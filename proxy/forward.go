@@ -652,19 +652,8 @@ func (s *Server) AnswerStateless(req *sip.Request, source, transport string, cod
 		res.AppendHeader(h)
 	}
 	tp := strings.ToUpper(transport)
-	dest := responseDest(via, source, tp)
-	s.metrics.response(req.Method, code, dirOut)
-	if l := s.listenerFor("UDP"); tp == "UDP" && l != nil && l.pc != nil {
-		// Written on our UDP socket directly: the transport layer only
-		// answers peers it already has a connection entry for.
-		ua, err := net.ResolveUDPAddr("udp", dest)
-		if err != nil {
-			return err
-		}
-		_, err = l.pc.WriteTo([]byte(res.String()), ua)
-		return err
-	}
 	res.SetTransport(tp)
-	res.SetDestination(dest)
-	return s.tpl.WriteMsg(res)
+	res.SetDestination(responseDest(via, source, tp))
+	s.metrics.response(req.Method, code, dirOut)
+	return (&statelessTx{srv: s}).Respond(res)
 }

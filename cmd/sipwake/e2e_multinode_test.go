@@ -58,19 +58,11 @@ func TestE2EWakeTwoNodes(t *testing.T) {
 	}
 }
 
-// TestE2EWakeNodeKilled: node A (the built binary) holds a call and is
-// killed with SIGKILL; node B finds the held-call record of a node whose
-// heartbeat lapsed and answers the caller 480 long before the hold ends:
-// the caller is not left in silence.
-func TestE2EWakeNodeKilled(t *testing.T) {
-	addr := storetest.StartRedis(t)
-	const hold = 30 * time.Second
-	e := startWakeEnv(t, func(c *Config) {
-		c.NodeID = "node-b"
-		c.Store.Driver = "redis"
-		c.Store.Redis.Addresses = []string{addr}
-		c.Wake.InviteHoldTimeout = hold
-	})
+// killableNode runs node A of a two-node pair as the built binary (so it
+// can be killed with SIGKILL), configured like node B (e.sw). It returns
+// A's TCP address and the function that kills it.
+func killableNode(t *testing.T, e *wakeEnv, redisAddr string, hold time.Duration) (string, func()) {
+	t.Helper()
 	cfg := e.sw.cfg
 	dir := t.TempDir()
 	bin := filepath.Join(dir, "sipwake")
@@ -81,7 +73,7 @@ func TestE2EWakeNodeKilled(t *testing.T) {
 		"log: {level: debug}\n" +
 		"sip:\n  listen: [\"udp://127.0.0.1:0\", \"tcp://127.0.0.1:0\"]\n  trusted_sources: [\"" + pbxIP + "/32\"]\n" +
 		"upstream:\n  uri: \"" + cfg.Upstream.URI + "\"\n  domains: [\"pbx.test\"]\n" +
-		"store:\n  driver: redis\n  redis: {addresses: [\"" + addr + "\"]}\n" +
+		"store:\n  driver: redis\n  redis: {addresses: [\"" + redisAddr + "\"]}\n" +
 		"push:\n  ca_file: " + cfg.Push.CAFile + "\n" +
 		"  apns: {key_file: " + cfg.Push.APNs.KeyFile + ", key_id: " + cfg.Push.APNs.KeyID + ", team_id: " + cfg.Push.APNs.TeamID +
 		", url: \"" + cfg.Push.APNs.URL + "\", sandbox_url: \"" + cfg.Push.APNs.SandboxURL + "\"}\n" +
@@ -99,38 +91,80 @@ func TestE2EWakeNodeKilled(t *testing.T) {
 	}
 	exited := make(chan struct{})
 	go func() { _ = a.Wait(); close(exited) }()
-	t.Cleanup(func() {
+	kill := func() {
 		select {
 		case <-exited:
 		default:
 			_ = a.Process.Kill()
 			<-exited
 		}
+	}
+	t.Cleanup(func() {
+		kill()
 		if t.Failed() {
 			t.Logf("node A log:\n%s", tail(logs.String(), 40))
 		}
 	})
-	tcpA := waitListen(t, &logs, "tcp")
+	return waitListen(t, &logs, "tcp"), kill
+}
 
-	onA := &wakeEnv{kam: e.kam, sw: &running{UDP: "", TCP: tcpA}, apns: e.apns}
-	onA.sleepDevice(t, "1001", iosParams) // the PBX's contact points at A
-	caller := e.call(t, "1001", hold+10*time.Second)
-	e.apns.WaitRequests(t, 1, 5*time.Second)
-	time.Sleep(200 * time.Millisecond) // A writes its held-call record after the push
-	if err := a.Process.Kill(); err != nil {
-		t.Fatal(err)
-	}
-	<-exited
-	killed := time.Now()
-	if err := caller.WaitMessage("SIP/2.0 480", 15*time.Second); err != nil {
-		t.Fatalf("the caller got no final answer after node A died: %v", err)
-	}
-	if d := time.Since(killed); d > 10*time.Second {
-		t.Errorf("480 came %v after the kill", d)
-	}
-	caller.Stop()
-	if !strings.Contains(e.sw.logs.String(), `"orphan call answered"`) {
-		t.Errorf("node B did not log the orphan call")
+// TestE2EWakeNodeKilled: node A (the built binary) holds a call and is
+// killed with SIGKILL. Node B finds the held-call record of a node whose
+// heartbeat lapsed:
+//   - no pushed device has registered since: B answers the caller 480 at
+//     once, long before the hold ends (not silence);
+//   - the pushed device registered (through B) meanwhile: B resumes the
+//     call, the device gets the INVITE and the caller its 200.
+func TestE2EWakeNodeKilled(t *testing.T) {
+	const hold = 30 * time.Second
+	for _, resume := range []bool{false, true} {
+		name := "answered-480"
+		if resume {
+			name = "resumed"
+		}
+		t.Run(name, func(t *testing.T) {
+			addr := storetest.StartRedis(t)
+			e := startWakeEnv(t, func(c *Config) {
+				c.NodeID = "node-b"
+				c.Store.Driver = "redis"
+				c.Store.Redis.Addresses = []string{addr}
+				c.Wake.InviteHoldTimeout = hold
+			})
+			tcpA, kill := killableNode(t, e, addr, hold)
+			onA := &wakeEnv{kam: e.kam, sw: &running{TCP: tcpA}, apns: e.apns}
+			onA.sleepDevice(t, "1001", iosParams) // the PBX's contact points at A
+			caller := e.call(t, "1001", hold+10*time.Second)
+			e.apns.WaitRequests(t, 1, 5*time.Second)
+			time.Sleep(200 * time.Millisecond) // A writes its held-call record after the push
+			kill()
+			killed := time.Now()
+			if !resume {
+				if err := caller.WaitMessage("SIP/2.0 480", 15*time.Second); err != nil {
+					t.Fatalf("the caller got no final answer after node A died: %v", err)
+				}
+				if d := time.Since(killed); d > 10*time.Second {
+					t.Errorf("480 came %v after the kill", d)
+				}
+				caller.Stop()
+				if !strings.Contains(e.sw.logs.String(), `"orphan call answered"`) {
+					t.Errorf("node B did not log the orphan call")
+				}
+				return
+			}
+			dev := e.wakeDevice(t, "1001", iosParams) // through B, while A is dead
+			inv := answer(t, dev, e.sw.TCP)
+			if d := time.Since(killed); d > 10*time.Second {
+				t.Errorf("INVITE delivered %v after the kill", d)
+			}
+			if !strings.Contains(inv.String(), "sip:1002@") {
+				t.Errorf("resumed INVITE:\n%s", inv.String())
+			}
+			res := waitSIPp(t, "caller", caller)
+			expectLines(t, "caller", res.Messages, "SIP/2.0 200 OK")
+			if !strings.Contains(e.sw.logs.String(), `"orphan call resumed"`) {
+				t.Errorf("node B did not log the resumed call")
+			}
+		})
 	}
 }
 

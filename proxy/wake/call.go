@@ -166,11 +166,12 @@ func (c *call) takeRegistered() []string {
 // frames (loop leaves the work to the methods it calls), it stays small,
 // where the request's goroutine carries the whole handler chain.
 func (c *call) run(targets []store.Binding) {
+	done := c.req.Detach()
 	if !c.begin(targets) {
 		c.cleanup()
+		done()
 		return
 	}
-	done := c.req.Detach()
 	go func() {
 		defer done()
 		defer c.cleanup()
@@ -303,13 +304,20 @@ func (c *call) done() bool {
 // start handles one target device when the INVITE arrives: fork at once
 // over a live flow, push a push-capable device.
 func (c *call) start(b store.Binding) {
-	d := &device{b: b}
-	c.devices[b.Instance] = d
-	c.nDevices.Add(1)
+	d := c.devices[b.Instance]
+	if d == nil {
+		d = &device{}
+		c.devices[b.Instance] = d
+		c.nDevices.Add(1)
+	}
+	d.b = b
 	canPush := c.push && b.Push != nil
 	alive := c.flowAlive(b)
 	if alive {
 		c.fork(d)
+		// A device already pushed for the call (a call adopted from a
+		// lost node) has now had it delivered.
+		d.delivered = d.pushed && d.branch != nil
 	}
 	switch {
 	case !canPush:
@@ -771,7 +779,7 @@ func (c *call) tellWaking(outcome string) {
 		return
 	}
 	for _, d := range c.devices {
-		if !d.pushOK || d.delivered || d.dead {
+		if !d.pushOK || d.delivered || d.dead || d.b.Push == nil {
 			continue
 		}
 		e := ev
@@ -825,23 +833,11 @@ func (c *call) storeHeld() {
 	}()
 }
 
-// heldRequest is the INVITE as kept in the held record: its headers only,
-// enough for another node to answer it.
+// heldRequest is the INVITE as kept in the held record: as this node
+// received it (Via with received/rport, our Route removed), body
+// included, so that another node can answer it or deliver it.
 func heldRequest(m *sip.Request) []byte {
-	var b strings.Builder
-	b.WriteString(m.StartLine())
-	b.WriteString("\r\n")
-	for _, h := range m.Headers() {
-		switch strings.ToLower(h.Name()) {
-		case "via", "from", "to", "call-id", "cseq", "record-route":
-			b.WriteString(h.Name())
-			b.WriteString(": ")
-			b.WriteString(h.Value())
-			b.WriteString("\r\n")
-		}
-	}
-	b.WriteString("Content-Length: 0\r\n\r\n")
-	return []byte(b.String())
+	return []byte(m.String())
 }
 
 func (c *call) callerLabel() string {

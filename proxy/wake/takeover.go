@@ -96,8 +96,11 @@ func (w *Wake) finishOrphan(ctx context.Context, h store.HeldCall) {
 			log.Warn("held call record not removed", zap.Error(err))
 		}
 	}()
-	if time.Now().After(h.Deadline.Add(nodeTTL)) {
-		return // long over: the PBX has given up on it
+	if time.Now().After(h.Deadline) {
+		return // over: the caller was answered by its PBX's timers
+	}
+	if w.resume(ctx, h, log) {
+		return
 	}
 	m, err := sip.ParseMessage(h.Request)
 	req, ok := m.(*sip.Request)
@@ -114,6 +117,50 @@ func (w *Wake) finishOrphan(ctx context.Context, h store.HeldCall) {
 	}
 	w.metrics.holdDuration.WithLabelValues(outcomeOrphaned).Observe(time.Since(h.Received).Seconds())
 	log.Info("orphan call answered", zap.Int(proxy.FieldStatus, w.cfg.NoAnswerStatus))
+}
+
+// resume delivers an adopted held call when a device pushed for it has
+// registered again since the INVITE arrived: the INVITE goes to it, and
+// the call runs here until its deadline, answering the caller statelessly.
+// It reports whether it resumed the call.
+func (w *Wake) resume(ctx context.Context, h store.HeldCall, log *zap.Logger) bool {
+	bctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	bs, err := w.cfg.Store.Bindings(bctx, h.AOR)
+	cancel()
+	if err != nil {
+		return false
+	}
+	pushed := map[string]bool{}
+	for _, inst := range h.Instances {
+		pushed[inst] = true
+	}
+	var woken []store.Binding
+	for _, b := range bs {
+		if pushed[b.Instance] && b.LastSeen.After(h.Received) {
+			woken = append(woken, b)
+		}
+	}
+	if len(woken) == 0 {
+		return false
+	}
+	req, err := w.cfg.Server.AdoptRequest(h.Request, h.Source, h.Transport)
+	if err != nil {
+		log.Warn("held call record unusable", zap.Error(err))
+		return false
+	}
+	c := newCall(w, req, h.AOR, true, false)
+	c.received, c.deadline, c.id = h.Received, h.Deadline, h.ID
+	for _, inst := range h.Instances {
+		if !pushed[inst] {
+			continue
+		}
+		// Known as pushed, so that later registrations deliver too.
+		c.devices[inst] = &device{pushed: true, pushOK: true}
+		c.nDevices.Add(1)
+	}
+	log.Info("orphan call resumed", zap.Int("devices", len(woken)))
+	c.run(woken)
+	return true
 }
 
 // cancelElsewhere honours a CANCEL for a call another node holds (a load

@@ -1,0 +1,111 @@
+package proxy
+
+import (
+	"errors"
+	"net"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/emiago/sipgo/sip"
+)
+
+// AdoptRequest takes over a request whose server transaction lived on
+// another node that is gone: raw is the request as that node received it
+// (after its route processing), from source over transport. Responses to
+// it are written statelessly towards its top Via, so the module that
+// adopts it can still deliver it and answer the caller. The adopter must
+// call Detach on the returned Request and the function Detach returns
+// when finished with it. A CANCEL for it cannot be matched (it went to
+// the lost node).
+func (s *Server) AdoptRequest(raw []byte, source, transport string) (*Request, error) {
+	m, err := sip.ParseMessage(raw)
+	if err != nil {
+		return nil, err
+	}
+	req, ok := m.(*sip.Request)
+	if !ok || req.Via() == nil || req.CallID() == nil || req.CSeq() == nil {
+		return nil, errors.New("proxy: adopted message is not a complete request")
+	}
+	tp := strings.ToUpper(transport)
+	req.SetTransport(tp)
+	req.SetSource(source)
+	tx := &statelessTx{srv: s, done: make(chan struct{})}
+	r := &Request{Msg: req, Tx: tx, Received: time.Now(), Transport: tp, Source: source, srv: s}
+	r.Trusted = s.trusted(source)
+	s.inflight.Add(1)
+	r.finish = func() {
+		defer s.inflight.Add(-1)
+		if !r.answered.Load() {
+			r.Respond(500, "Server Internal Error")
+		}
+		tx.Terminate()
+	}
+	return r, nil
+}
+
+// statelessTx stands in for the server transaction of an adopted request:
+// responses go straight to the transport, towards the request's top Via.
+type statelessTx struct {
+	srv  *Server
+	once sync.Once
+	mu   sync.Mutex
+	done chan struct{}
+	onT  []sip.FnTxTerminate
+}
+
+var _ sip.ServerTransaction = (*statelessTx)(nil)
+
+func (t *statelessTx) Respond(res *sip.Response) error {
+	via := res.Via()
+	if via == nil {
+		return errors.New("proxy: response without Via")
+	}
+	dest := res.Destination()
+	if dest == "" {
+		dest = responseDest(via, "", "UDP")
+	}
+	tp := strings.ToUpper(res.Transport())
+	if tp == "" {
+		tp = strings.ToUpper(via.Transport)
+	}
+	if l := t.srv.listenerFor("UDP"); tp == "UDP" && l != nil && l.pc != nil {
+		ua, err := net.ResolveUDPAddr("udp", dest)
+		if err != nil {
+			return err
+		}
+		_, err = l.pc.WriteTo([]byte(res.String()), ua)
+		return err
+	}
+	res.SetTransport(tp)
+	res.SetDestination(dest)
+	return t.srv.tpl.WriteMsg(res)
+}
+
+func (t *statelessTx) Acks() <-chan *sip.Request    { return nil }
+func (t *statelessTx) OnCancel(sip.FnTxCancel) bool { return true }
+func (t *statelessTx) Done() <-chan struct{}        { return t.done }
+func (t *statelessTx) Err() error                   { return nil }
+func (t *statelessTx) OnTerminate(f sip.FnTxTerminate) bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	select {
+	case <-t.done:
+		return false
+	default:
+	}
+	t.onT = append(t.onT, f)
+	return true
+}
+
+func (t *statelessTx) Terminate() {
+	t.once.Do(func() {
+		t.mu.Lock()
+		close(t.done)
+		fs := t.onT
+		t.mu.Unlock()
+		for _, f := range fs {
+			f("", nil)
+		}
+	})
+}
