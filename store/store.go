@@ -254,10 +254,78 @@ type Events interface {
 	Publish(ctx context.Context, e Event) error
 }
 
+// StoredMessage is a SIP MESSAGE accepted with 202 for devices that could
+// not take it at once: kept until every target device acknowledged it
+// (2xx) or it expired.
+type StoredMessage struct {
+	// ID identifies the message for de-duplication: derived from its
+	// Call-ID, From tag and CSeq, so a retransmission or a PBX retry of
+	// the same MESSAGE maps to the same ID.
+	ID string `json:"id"`
+	// AOR is the addressed AOR.
+	AOR string `json:"aor"`
+	// Received is when it arrived; Expires when it is given up.
+	Received time.Time `json:"received"`
+	Expires  time.Time `json:"expires"`
+	// Request is the MESSAGE as received, headers and body.
+	Request []byte `json:"request"`
+	// Sender is the From URI (pushes are collapsed per sender).
+	Sender string `json:"sender,omitempty"`
+	// Pending lists the device instances that have not acknowledged it.
+	Pending []string `json:"pending"`
+	// Attempts counts delivery attempts (all devices).
+	Attempts int `json:"attempts,omitempty"`
+}
+
+// MessageFilter narrows ListMessages.
+type MessageFilter struct {
+	// AOR, when set, must match.
+	AOR string
+	// Expired: only messages whose Expires has passed (for the sweeper);
+	// otherwise only live ones.
+	Expired bool
+	// Limit caps the number returned (0 = no cap).
+	Limit int
+}
+
+// Messages keeps MESSAGEs accepted for sleeping devices. A write returns
+// only once the backend has it as durably as it is configured to
+// (bbolt: fsync; Redis: see store/redis/README.md).
+type Messages interface {
+	// PutMessage stores m unless a message with m.ID exists (a duplicate):
+	// then it stores nothing and reports created false. m.ID, m.AOR and
+	// m.Pending must not be empty.
+	PutMessage(ctx context.Context, m StoredMessage) (created bool, err error)
+	// Message returns one message (expired or not); ErrNotFound when
+	// absent.
+	Message(ctx context.Context, id string) (StoredMessage, error)
+	// ListMessages lists messages in arrival order (Received, then ID).
+	ListMessages(ctx context.Context, f MessageFilter) ([]StoredMessage, error)
+	// MessagesFor returns the live messages still pending for one device
+	// of an AOR, in arrival order.
+	MessagesFor(ctx context.Context, aor, instance string) ([]StoredMessage, error)
+	// Acknowledge removes instance from message id's Pending, atomically,
+	// and deletes the message when none remains. It returns how many
+	// remain; ErrNotFound when the message is absent.
+	Acknowledge(ctx context.Context, id, instance string) (remaining int, err error)
+	// CountAttempt adds one to the message's Attempts.
+	CountAttempt(ctx context.Context, id string) error
+	// DeleteMessage removes a message; ErrNotFound when absent.
+	DeleteMessage(ctx context.Context, id string) error
+	// Lease takes or renews the lease named key for node, for ttl: true
+	// when node holds it now, false when another node does. Used so that
+	// two nodes do not deliver to one device at the same time.
+	Lease(ctx context.Context, key, node string, ttl time.Duration) (bool, error)
+	// ReleaseLease gives up node's lease on key (nothing when another
+	// node holds it).
+	ReleaseLease(ctx context.Context, key, node string) error
+}
+
 // Store is everything sipwake keeps.
 type Store interface {
 	Bindings
 	Held
+	Messages
 	Events
 	// Secret returns the named secret, creating it with n random bytes
 	// (crypto/rand) if it does not exist yet; every node sharing the store
