@@ -308,6 +308,10 @@ type Messages interface {
 	// and deletes the message when none remains. It returns how many
 	// remain; ErrNotFound when the message is absent.
 	Acknowledge(ctx context.Context, id, instance string) (remaining int, err error)
+	// AddPending adds instance to message id's Pending unless it is there
+	// (a device that registered for the AOR after the message arrived,
+	// when late delivery is on); ErrNotFound when the message is absent.
+	AddPending(ctx context.Context, id, instance string) error
 	// CountAttempt adds one to the message's Attempts.
 	CountAttempt(ctx context.Context, id string) error
 	// DeleteMessage removes a message; ErrNotFound when absent.
