@@ -271,8 +271,10 @@ type StoredMessage struct {
 	Request []byte `json:"request"`
 	// Sender is the From URI (pushes are collapsed per sender).
 	Sender string `json:"sender,omitempty"`
-	// Pending lists the device instances that have not acknowledged it.
-	Pending []string `json:"pending"`
+	// Pending lists the device instances that have not acknowledged it;
+	// Delivered those that have.
+	Pending   []string `json:"pending"`
+	Delivered []string `json:"delivered,omitempty"`
 	// Attempts counts delivery attempts (all devices).
 	Attempts int `json:"attempts,omitempty"`
 }
@@ -304,13 +306,14 @@ type Messages interface {
 	// MessagesFor returns the live messages still pending for one device
 	// of an AOR, in arrival order.
 	MessagesFor(ctx context.Context, aor, instance string) ([]StoredMessage, error)
-	// Acknowledge removes instance from message id's Pending, atomically,
-	// and deletes the message when none remains. It returns how many
+	// Acknowledge moves instance from message id's Pending to Delivered,
+	// atomically, and deletes the message when no device is pending. It returns how many
 	// remain; ErrNotFound when the message is absent.
 	Acknowledge(ctx context.Context, id, instance string) (remaining int, err error)
-	// AddPending adds instance to message id's Pending unless it is there
-	// (a device that registered for the AOR after the message arrived,
-	// when late delivery is on); ErrNotFound when the message is absent.
+	// AddPending adds instance to message id's Pending unless it is in
+	// Pending or Delivered already (a device that registered for the AOR
+	// after the message arrived, while the message still waits for
+	// another device); ErrNotFound when the message is absent.
 	AddPending(ctx context.Context, id, instance string) error
 	// CountAttempt adds one to the message's Attempts.
 	CountAttempt(ctx context.Context, id string) error
