@@ -10,10 +10,24 @@
 // drives both with the same SIPp commands, alternating runs and stepping
 // the rate up:
 //
-//   - calls: stateful INVITE forwarding, SIPp UAC (127.0.0.1) → proxy →
-//     SIPp UAS (127.0.0.2), the proxy being Kamailio (tm + rr, config in
-//     testdata/kamailio-proxy.cfg.tmpl) or sipwake (embedded store, the UAS
-//     as upstream.uri, the called domain as upstream.domains);
+//   - calls (invite): stateful INVITE forwarding, SIPp UAC (127.0.0.1) →
+//     proxy → SIPp UAS (127.0.0.2), the proxy being Kamailio (tm + rr,
+//     config in testdata/kamailio-proxy.cfg.tmpl) or sipwake (embedded
+//     store, the UAS as upstream.uri, the called domain as
+//     upstream.domains): the device → PBX direction, the UAS standing for
+//     the PBX;
+//   - calls to awake devices (pbx-to-device, only when SIPWAKE_BENCH_ONLY
+//     names it): a PBX user, SIPp UAC (127.0.0.1), calls through a Kamailio
+//     registrar (the testpeers PBX on 127.0.0.2, no caller auth) one of
+//     SIPWAKE_BENCH_DEVICES devices, all the same answering SIPp UAS
+//     (127.0.0.1), registered over UDP without push parameters from the
+//     UAS's own port (testdata/register_device.xml) either directly at the
+//     PBX (the Kamailio-alone baseline) or through sipwake (embedded
+//     store), whose contact the PBX then relays to (Path): every INVITE
+//     passes sipwake's registrar resolution and the wake module's fast
+//     path to the forwarder. Two disjoint sets of devices, one per path;
+//     the sipwake runs also report the INVITEs in and out of sipwake and
+//     the calls its wake module held (none expected);
 //   - REGISTER with digest authentication of 10,000 users against a
 //     Kamailio registrar (the testpeers PBX on 127.0.0.2), sent to it
 //     directly or through sipwake on the Redis store.
@@ -25,13 +39,15 @@
 // module root (or SIPWAKE_BENCH_OUT). Knobs, all optional:
 //
 //	SIPWAKE_BENCH_SECS            seconds of traffic per run (6)
-//	SIPWAKE_BENCH_INVITE_RATES    call rates ("500 1000 2000 3000 4000 5000")
+//	SIPWAKE_BENCH_INVITE_RATES    call rates of invite and pbx-to-device ("500 1000 2000 3000 4000 5000")
 //	SIPWAKE_BENCH_REGISTER_RATES  REGISTER rates ("1000 2000 3000 5000 8000 10000 12000 15000")
 //	SIPWAKE_BENCH_AFTER           wait before the after-load memory sample (10s)
 //	SIPWAKE_BENCH_SETTLE          sipwake's last memory sample, after its last run (40s)
 //	SIPWAKE_BENCH_BUDGET          wall-clock budget of the whole test (12m); rates that
 //	                              would not fit are skipped and reported as such
-//	SIPWAKE_BENCH_ONLY            "invite" or "register" to run one test
+//	SIPWAKE_BENCH_ONLY            the tests to run, among invite, pbx-to-device and register
+//	                              (comma or space separated; default "invite register")
+//	SIPWAKE_BENCH_DEVICES         pbx-to-device: devices registered per path (500)
 //	SIPWAKE_BENCH_REGISTER_STORE  sipwake's store in the REGISTER test: redis (default) or embedded
 //	SIPWAKE_BENCH_BINARY          a prebuilt sipwake instead of building ./cmd/sipwake
 //

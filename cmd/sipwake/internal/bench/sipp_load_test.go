@@ -48,8 +48,9 @@ type settings struct {
 	registerRates []int
 	after         time.Duration
 	budget        time.Duration
-	only          string
+	tests         []string // in testOrder
 	users         int
+	devices       int // pbx-to-device: devices registered per path
 	maxQuiet      time.Duration
 	settle        time.Duration // final memory sample of sipwake, after its last run
 	retryOther    float64       // other_cpu (% of a core) above which a failed run is repeated once
@@ -63,6 +64,7 @@ func loadSettings(t *testing.T) settings {
 		after:         10 * time.Second,
 		budget:        12 * time.Minute,
 		users:         10000,
+		devices:       500,
 		maxQuiet:      10 * time.Second,
 		settle:        40 * time.Second,
 		retryOther:    15,
@@ -105,12 +107,39 @@ func loadSettings(t *testing.T) settings {
 	s.after = dur("SIPWAKE_BENCH_AFTER", s.after)
 	s.settle = dur("SIPWAKE_BENCH_SETTLE", s.settle)
 	s.budget = dur("SIPWAKE_BENCH_BUDGET", s.budget)
-	s.only = os.Getenv("SIPWAKE_BENCH_ONLY")
-	if s.only != "" && s.only != "invite" && s.only != "register" {
-		t.Fatalf("SIPWAKE_BENCH_ONLY=%q: want invite or register", s.only)
+	if v := os.Getenv("SIPWAKE_BENCH_DEVICES"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 || n > 10000 {
+			t.Fatalf("SIPWAKE_BENCH_DEVICES=%q: want 1..10000", v)
+		}
+		s.devices = n
+	}
+	s.tests = []string{"invite", "register"} // the default: pbx-to-device only when asked for
+	if v := os.Getenv("SIPWAKE_BENCH_ONLY"); v != "" {
+		want := map[string]bool{}
+		for _, f := range strings.Fields(strings.ReplaceAll(v, ",", " ")) {
+			if _, ok := testWeight[f]; !ok {
+				t.Fatalf("SIPWAKE_BENCH_ONLY=%q: want one or more of %s", v, strings.Join(testOrder, ", "))
+			}
+			want[f] = true
+		}
+		s.tests = nil
+		for _, name := range testOrder {
+			if want[name] {
+				s.tests = append(s.tests, name)
+			}
+		}
 	}
 	return s
 }
+
+// testOrder is the order the tests run in; testWeight is each one's share
+// of the time budget left when it starts, relative to the tests after it
+// (invite then register: 45% and the rest, as before pbx-to-device).
+var (
+	testOrder  = []string{"invite", "pbx-to-device", "register"}
+	testWeight = map[string]int{"invite": 45, "pbx-to-device": 45, "register": 55}
+)
 
 // bench is the state shared by the two tests.
 type bench struct {
@@ -152,11 +181,24 @@ func TestSIPpLoad(t *testing.T) {
 		b.set.secs, b.set.secs, b.set.retryOther, b.set.after, b.set.after)
 	b.printf("results directory: %s\n", b.outDir)
 
-	if b.set.only != "register" {
-		t.Run("invite", func(t *testing.T) { b.inviteTest(t) })
-	}
-	if b.set.only != "invite" {
-		t.Run("register", func(t *testing.T) { b.registerTest(t) })
+	for i, name := range b.set.tests {
+		// this test's share of the budget left
+		weight, rest := testWeight[name], 0
+		for _, n := range b.set.tests[i:] {
+			rest += testWeight[n]
+		}
+		until := b.deadline
+		if left := time.Until(b.deadline); left > 0 && i < len(b.set.tests)-1 {
+			until = time.Now().Add(left * time.Duration(weight) / time.Duration(rest))
+		}
+		switch name {
+		case "invite":
+			t.Run("invite", func(t *testing.T) { b.inviteTest(t, until) })
+		case "pbx-to-device":
+			t.Run("pbx-to-device", func(t *testing.T) { b.pbxToDeviceTest(t, until) })
+		case "register":
+			t.Run("register", func(t *testing.T) { b.registerTest(t, until) })
+		}
 	}
 	b.writeFiles()
 }
@@ -178,7 +220,7 @@ func (b *bench) writeFiles() {
 // ---------------------------------------------------------------- tests
 
 // inviteTest: stateful call forwarding, UAC → proxy → UAS.
-func (b *bench) inviteTest(t *testing.T) {
+func (b *bench) inviteTest(t *testing.T, until time.Time) {
 	uasPort := freePort(t, peerIP, "udp")
 	uasURI := fmt.Sprintf("sip:%s:%d", peerIP, uasPort)
 	kam := b.startKamailioProxy(t, uasURI)
@@ -193,12 +235,12 @@ func (b *bench) inviteTest(t *testing.T) {
 		"sipwake: %s, embedded store, log.level warn, GOMAXPROCS=%d.\n", kamChildren, b.sipwake, runtime.NumCPU())
 	uacPort := freePort(t, clientIP, "udp")
 	b.idle(targets)
-	b.step(t, "invite", targets, b.set.inviteRates, b.start.Add(b.set.budget*45/100), func(tg *target, rate int) []string {
+	b.step(t, "invite", targets, b.set.inviteRates, until, func(tg *target, rate int) []string {
 		return []string{tg.addr, "-sf", b.scenario("uac_call.xml"), "-key", "callee", "bench", "-key", "domain", callDomain,
 			"-i", clientIP, "-p", strconv.Itoa(uacPort), "-d", "0",
 			"-default_behaviors", "all,-abortunexp"}
 	}, func(t *testing.T) *proc {
-		return b.startUAS(t, uasPort)
+		return b.startUAS(t, peerIP, uasPort)
 	})
 	b.table("invite", targets)
 	b.logSummary(sw)
@@ -206,12 +248,12 @@ func (b *bench) inviteTest(t *testing.T) {
 
 // registerTest: REGISTER with digest auth, to the Kamailio PBX directly or
 // through sipwake on Redis.
-func (b *bench) registerTest(t *testing.T) {
+func (b *bench) registerTest(t *testing.T, until time.Time) {
 	// Two disjoint sets of 10,000 users, one per path, so that every AoR
 	// has exactly one contact at the PBX whichever path registered it.
 	users := map[string]string{}
-	direct := b.usersCSV(t, "users-direct.csv", 200000, users)
-	via := b.usersCSV(t, "users-sipwake.csv", 300000, users)
+	direct := b.usersCSV(t, "users-direct.csv", 200000, b.set.users, users)
+	via := b.usersCSV(t, "users-sipwake.csv", 300000, b.set.users, users)
 	pbx := testpeers.StartKamailio(t, testpeers.KamailioOptions{
 		ListenIP: peerIP, Users: users, Quiet: true, Children: kamChildren, ShmMB: 256,
 		StartTimeout: 30 * time.Second,
@@ -245,7 +287,7 @@ func (b *bench) registerTest(t *testing.T) {
 		b.set.users, kamChildren, redisAddr)
 	port := freePort(t, clientIP, "udp")
 	b.idle(targets)
-	b.step(t, "register", targets, b.set.registerRates, b.deadline, func(tg *target, rate int) []string {
+	b.step(t, "register", targets, b.set.registerRates, until, func(tg *target, rate int) []string {
 		return []string{tg.addr, "-sf", b.scenario("register_auth.xml"), "-inf", tg.csv, "-key", "domain", pbx.Domain,
 			"-i", clientIP, "-p", strconv.Itoa(port), "-default_behaviors", "all,-bye"}
 	}, nil)
@@ -253,14 +295,113 @@ func (b *bench) registerTest(t *testing.T) {
 	b.logSummary(sw)
 }
 
+// pbxToDeviceTest: calls the other way, from a PBX user to awake devices.
+// The SIPp UAC calls through the Kamailio PBX (registrar: usrloc lookup,
+// record-route), which relays to the callee's registered contact: the
+// answering SIPp UAS itself when the device registered directly at the
+// PBX (the Kamailio-alone baseline), or, when it registered through
+// sipwake, sipwake's contact for it (Path), so that every INVITE passes
+// sipwake's registrar resolution and its wake module, which hands a device
+// without push parameters straight to the forwarder.
+func (b *bench) pbxToDeviceTest(t *testing.T, until time.Time) {
+	// Two disjoint sets of devices, one per path, so that every AoR has
+	// exactly one contact at the PBX: the Kamailio run never forks to a
+	// sipwake contact, nor the sipwake run to a direct one.
+	n := b.set.devices
+	users := map[string]string{}
+	const firstDirect, firstVia = 400000, 500000
+	direct := b.usersCSV(t, "devices-direct.csv", firstDirect, n, users)
+	via := b.usersCSV(t, "devices-sipwake.csv", firstVia, n, users)
+	pbx := testpeers.StartKamailio(t, testpeers.KamailioOptions{
+		ListenIP: peerIP, Users: users, Quiet: true, Children: kamChildren, ShmMB: 1024,
+		NoCallerAuth: true, StartTimeout: 30 * time.Second,
+	})
+	pbxT := &target{name: "kamailio", addr: pbx.UDPAddr, leader: pbx.PID(), log: pbx.LogFile, csv: direct}
+	pbxT.pids = groupPIDs(pbx.PID())
+	sw := b.startSipwake(t, "pbx-to-device", sipwakeOpts{
+		upstream: "sip:" + pbx.UDPAddr + ";transport=udp",
+		domains:  []string{pbx.Domain},
+		store:    "embedded",
+	})
+	sw.extra = []extraProc{{name: "pbx", pids: pbxT.pids}}
+	sw.csv = via
+	// INVITEs into and out of sipwake, and calls the wake module held
+	// (none expected: these devices have no push parameters)
+	sw.counters = func() map[string]float64 {
+		return map[string]float64{
+			"sw_invite_in":  scrapeSum(sw.opsURL, "sipwake_sip_requests_total", `method="INVITE"`, `direction="in"`),
+			"sw_invite_out": scrapeSum(sw.opsURL, "sipwake_sip_requests_total", `method="INVITE"`, `direction="out"`),
+			"sw_held":       scrapeSum(sw.opsURL, "sipwake_wake_invite_hold_duration_seconds_count"),
+		}
+	}
+	targets := []*target{pbxT, sw}
+
+	// The devices: one SIPp UAS address for both sets, registered first
+	// from that very port (UDP, no push parameters), the UAS bound to it
+	// afterwards for each run.
+	devPort := freePort(t, clientIP, "udp")
+	b.registerDevices(t, "direct", pbx.UDPAddr, pbx.Domain, direct, n, devPort)
+	b.registerDevices(t, "sipwake", sw.addr, pbx.Domain, via, n, devPort)
+	b.printf("\n== PBX user -> awake device: SIPp UAC (%s) -> Kamailio PBX (%s) -> [sipwake (%s) ->] SIPp UAS device (%s:%d) ==\n",
+		clientIP, pbx.UDPAddr, sw.addr, clientIP, devPort)
+	b.printf("one call = INVITE/180/200, ACK, BYE/200, 0 ms hold, to one of %d devices per path (sequential -inf), each registered with\n"+
+		"digest auth over UDP from the UAS's own port, Contact without push parameters (an awake app): directly at the PBX (kamailio\n"+
+		"row: the PBX alone) or through sipwake (sipwake row: the PBX's lookup gives sipwake's contact, via Path; sipwake resolves it\n"+
+		"to the device; the wake module passes a device without push on to the forwarder). PBX: testpeers Kamailio registrar\n"+
+		"(usrloc in memory, record_route, no caller auth), Quiet, %d UDP workers, -m 1024; sipwake: %s, embedded store, log.level warn.\n"+
+		"CPU%%/µs-per-call: the proxy's own processes (sipwake row: sipwake alone); path-µs adds the PBX to sipwake.\n",
+		n, kamChildren, b.sipwake)
+	d, v := strconv.Itoa(firstDirect), strconv.Itoa(firstVia)
+	b.printf("contacts at the PBX: direct %s -> %s; through sipwake %s -> %s\n",
+		d, strings.Join(pbx.Contacts(t, d), ", "), v, strings.Join(pbx.Contacts(t, v), ", "))
+	uacPort := freePort(t, clientIP, "udp")
+	b.idle(targets)
+	b.step(t, "pbx-to-device", targets, b.set.inviteRates, until, func(tg *target, rate int) []string {
+		return []string{pbx.UDPAddr, "-sf", b.scenario("uac_call_device.xml"), "-inf", tg.csv, "-key", "domain", pbx.Domain,
+			"-i", clientIP, "-p", strconv.Itoa(uacPort), "-d", "0",
+			"-default_behaviors", "all,-abortunexp"}
+	}, func(t *testing.T) *proc {
+		return b.startUAS(t, clientIP, devPort)
+	})
+	b.table("pbx-to-device", targets)
+	b.logSummary(sw)
+}
+
+// registerDevices registers the n devices of csv at addr (the PBX or
+// sipwake) with register_device.xml from clientIP:port, and fails the test
+// unless every registration succeeded.
+func (b *bench) registerDevices(t *testing.T, path, addr, domain, csv string, n, port int) {
+	t.Helper()
+	files := filepath.Join(b.outDir, "runs", "register-devices-"+path)
+	args := []string{addr, "-sf", b.scenario("register_device.xml"), "-inf", csv, "-key", "domain", domain,
+		"-i", clientIP, "-p", strconv.Itoa(port),
+		"-mi", clientIP, "-mp", strconv.Itoa(freePortRange(t, clientIP, 3)), "-cp", strconv.Itoa(freePort(t, clientIP, "udp")),
+		"-r", "500", "-m", strconv.Itoa(n), "-l", "200", "-recv_timeout", "5000", "-timeout", "60s", "-timeout_error",
+		"-nostdin", "-trace_stat", "-stf", files + ".csv", "-fd", "1", "-trace_err", "-error_file", files + "-err.log"}
+	t0 := time.Now()
+	p := startProc(t, "sipp-register", files+".out", nil, binPath(t, "sipp"), args...)
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	err := p.wait(ctx)
+	cancel()
+	if err != nil {
+		p.stop(2 * time.Second)
+	}
+	st, serr := readStats(files + ".csv")
+	if err != nil || p.exitCode() != 0 || serr != nil || st.ok != n {
+		t.Fatalf("registering %d devices at %s (%s): exit %d, %d ok, %d failed, stats error %v\n%s", n, addr, path,
+			p.exitCode(), st.ok, st.failed, serr, tailFile(files+"-err.log", 20))
+	}
+	b.printf("registered %d devices at %s (%s) in %.1f s\n", n, addr, path, time.Since(t0).Seconds())
+}
+
 const kamChildren = 4
 
-// usersCSV writes a SIPp injection file of b.set.users users numbered from
-// first and adds them to users.
-func (b *bench) usersCSV(t *testing.T, name string, first int, users map[string]string) string {
+// usersCSV writes a SIPp injection file of n users numbered from first and
+// adds them to users.
+func (b *bench) usersCSV(t *testing.T, name string, first, n int, users map[string]string) string {
 	var sb strings.Builder
 	sb.WriteString("SEQUENTIAL\n")
-	for i := range b.set.users {
+	for i := range n {
 		u := strconv.Itoa(first + i)
 		pw := "pw" + u
 		users[u] = pw
@@ -301,8 +442,11 @@ type target struct {
 	log    string
 	csv    string // register: the users injection file
 	opsURL string // sipwake: ops listener (/metrics)
-	proc   *proc
-	idle   memSample
+	// counters, when set, reads counters whose increase over each run is
+	// reported with it (sipwake's metrics: what the requests went through)
+	counters func() map[string]float64
+	proc     *proc
+	idle     memSample
 	// lastEnd is when its last run's traffic ended; final is a memory
 	// sample taken settle after it (final.at after lastEnd).
 	lastEnd time.Time
@@ -447,17 +591,18 @@ func cleanEnv() []string {
 	return env
 }
 
-func (b *bench) startUAS(t *testing.T, port int) *proc {
+// startUAS starts the answering SIPp UAS (uas_call.xml) on ip:port.
+func (b *bench) startUAS(t *testing.T, ip string, port int) *proc {
 	name := fmt.Sprintf("uas-%d", time.Now().UnixNano())
 	errFile := filepath.Join(b.runDir, name+"-err.log")
-	args := []string{"-sf", b.scenario("uas_call.xml"), "-i", peerIP, "-p", strconv.Itoa(port),
-		"-mi", peerIP, "-mp", strconv.Itoa(freePortRange(t, peerIP, 3)), "-cp", strconv.Itoa(freePort(t, clientIP, "udp")),
+	args := []string{"-sf", b.scenario("uas_call.xml"), "-i", ip, "-p", strconv.Itoa(port),
+		"-mi", ip, "-mp", strconv.Itoa(freePortRange(t, ip, 3)), "-cp", strconv.Itoa(freePort(t, clientIP, "udp")),
 		"-buff_size", "4194304", "-nostdin", "-trace_err", "-error_file", errFile}
 	p := startProc(t, "sipp-uas", filepath.Join(b.runDir, name+".out"), nil, binPath(t, "sipp"), args...)
 	deadline := time.Now().Add(5 * time.Second)
-	for !portBound(peerIP, port) {
+	for !portBound(ip, port) {
 		if p.exited() || time.Now().After(deadline) {
-			t.Fatalf("SIPp UAS did not bind %s:%d\n%s", peerIP, port, tailFile(filepath.Join(b.runDir, name+".out"), 20))
+			t.Fatalf("SIPp UAS did not bind %s:%d\n%s", ip, port, tailFile(filepath.Join(b.runDir, name+".out"), 20))
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
@@ -489,6 +634,7 @@ type runResult struct {
 	Mid, After                         memSample
 	RT                                 string // response time histogram "<1ms:n,..."
 	RTUnder10                          float64
+	Counters                           map[string]float64 `json:",omitempty"` // increase of target.counters over the run
 	Note                               string
 	Files                              string
 }
@@ -633,6 +779,10 @@ func (b *bench) run(t *testing.T, test string, tg *target, rate int, args []stri
 	if uas != nil {
 		u0 = ticksOf([]int{uas.pid()})
 	}
+	var c0 map[string]float64
+	if tg.counters != nil {
+		c0 = tg.counters()
+	}
 	t0 := time.Now()
 	uac := startProc(t, "sipp-uac", files+".out", nil, binPath(t, "sipp"), args...)
 	midAt := time.Duration(count/rate) * time.Second / 2
@@ -652,6 +802,12 @@ func (b *bench) run(t *testing.T, test string, tg *target, rate int, args []stri
 	t1 := time.Now()
 	tg.lastEnd = t1
 	p1 := ticksOf(tg.pids)
+	if tg.counters != nil {
+		res.Counters = map[string]float64{}
+		for k, v := range tg.counters() {
+			res.Counters[k] = v - c0[k]
+		}
+	}
 	b1 := busyTicks()
 	d1 := udpRcvbufErrors()
 	res.ProxyDrops = udpDropsOf(inodes) - pd0
@@ -784,8 +940,16 @@ func (b *bench) printRun(r runResult) {
 		r.Test, r.Proxy, r.Rate, r.Count, r.OK, r.Failed, r.Retrans, r.Achieved, r.Elapsed, r.ProxyCPU, r.usPerCall(), extra,
 		r.SIPpCPU, r.OtherCPU, r.UDPDrops, r.Mid, r.After, r.RT, r.ExitCode)
 	line = strings.Replace(line, fmt.Sprintf("udp_drops=%d", r.UDPDrops), fmt.Sprintf("udp_drops=%d(proxy %d)", r.UDPDrops, r.ProxyDrops), 1)
-	if r.Test == "invite" {
+	if r.Test == "invite" || r.Test == "pbx-to-device" {
 		line += fmt.Sprintf(" uas_bye_before_ack=%d uas_invite_after_200=%d", r.UASByeBeforeAck, r.UASInviteAfter200)
+	}
+	ckeys := make([]string, 0, len(r.Counters))
+	for k := range r.Counters {
+		ckeys = append(ckeys, k)
+	}
+	sort.Strings(ckeys)
+	for _, k := range ckeys {
+		line += fmt.Sprintf(" %s=%.0f", k, r.Counters[k])
 	}
 	if r.Mid.Goroutines > 0 || r.After.Goroutines > 0 {
 		line += fmt.Sprintf(" goroutines=%d/%d heap_inuse=%d/%dMiB", r.Mid.Goroutines, r.After.Goroutines, r.Mid.HeapInuse>>20, r.After.HeapInuse>>20)
@@ -813,10 +977,17 @@ func (b *bench) table(test string, targets []*target) {
 			rates = append(rates, r.Rate)
 		}
 	}
-	title := map[string]string{"invite": "stateful INVITE calls (calls/s)", "register": "REGISTER + digest auth (registrations/s)"}[test]
+	title := map[string]string{
+		"invite":        "stateful INVITE calls (calls/s)",
+		"pbx-to-device": "PBX user -> awake device calls (calls/s)",
+		"register":      "REGISTER + digest auth (registrations/s)",
+	}[test]
+	// the register and pbx-to-device rows of sipwake also show the
+	// processes behind it (the PBX, redis) and the CPU of the whole path
+	withPath := test == "register" || test == "pbx-to-device"
 	b.printf("\n-- %s: summary --\n", title)
 	hdr := fmt.Sprintf("%-6s %-9s %9s %7s %6s %6s %8s", "rate", "proxy", "achieved", "failed", "retr", "CPU%", "µs/call")
-	if test == "register" {
+	if withPath {
 		hdr += fmt.Sprintf(" %7s %7s %8s", "redis%", "pbx%", "path-µs")
 	}
 	hdr += fmt.Sprintf(" %13s %13s %7s %6s %6s %6s  %s", "RSS/PSS mid", "RSS/PSS +"+b.set.after.String(), "rt<10ms", "sipp%", "other%", "drops(proxy)", "note")
@@ -834,9 +1005,13 @@ func (b *bench) table(test string, targets []*target) {
 				kr = &r
 			}
 			line := fmt.Sprintf("%-6d %-9s %8.0f/s %7d %6d %5.0f%% %8.0f", rate, r.Proxy, r.Achieved, r.Failed, r.Retrans, r.ProxyCPU, r.usPerCall())
-			if test == "register" {
+			if withPath {
 				if r.Proxy == "sipwake" {
-					line += fmt.Sprintf(" %6.0f%% %6.0f%% %8.0f", r.Extra["redis"], r.Extra["pbx"], r.pathUsPerCall())
+					redis := "-"
+					if v, ok := r.Extra["redis"]; ok {
+						redis = fmt.Sprintf("%.0f%%", v)
+					}
+					line += fmt.Sprintf(" %7s %6.0f%% %8.0f", redis, r.Extra["pbx"], r.pathUsPerCall())
 				} else {
 					line += fmt.Sprintf(" %7s %7s %8.0f", "-", "(=CPU)", r.pathUsPerCall())
 				}
@@ -848,7 +1023,7 @@ func (b *bench) table(test string, targets []*target) {
 		if kr != nil && sr != nil && kr.usPerCall() > 0 {
 			line := fmt.Sprintf("%-6s %-9s %9s %7s %6s %5.2fx %7.2fx", "", "ratio s/k", "", "", "",
 				sr.ProxyCPU/kr.ProxyCPU, sr.usPerCall()/kr.usPerCall())
-			if test == "register" {
+			if withPath {
 				line += fmt.Sprintf(" %7s %7s %7.2fx", "", "", sr.pathUsPerCall()/kr.pathUsPerCall())
 			}
 			line += fmt.Sprintf(" %13s %13s", fmt.Sprintf("PSS %.2fx", ratio(sr.Mid.PSS, kr.Mid.PSS)), fmt.Sprintf("PSS %.2fx", ratio(sr.After.PSS, kr.After.PSS)))
@@ -877,8 +1052,11 @@ func (b *bench) table(test string, targets []*target) {
 	if len(targets) == 2 && targets[0].best > 0 {
 		b.printf("ratio of highest rates sipwake/kamailio: %.2f\n", float64(targets[1].best)/float64(targets[0].best))
 	}
-	if test == "register" {
+	switch test {
+	case "register":
 		b.printf("(path-µs: CPU per registration of every process on the path: kamailio = the PBX alone; sipwake = sipwake + redis + PBX)\n")
+	case "pbx-to-device":
+		b.printf("(path-µs: CPU per call of every process on the path: kamailio = the PBX alone; sipwake = sipwake + PBX)\n")
 	}
 }
 
@@ -1436,6 +1614,47 @@ func scrapeMetrics(base, name string) (float64, bool) {
 		}
 	}
 	return 0, false
+}
+
+// scrapeSum sums the samples of one metric on a Prometheus text endpoint
+// whose labels contain every one of labels (e.g. `method="INVITE"`); a
+// metric that is not there counts 0.
+func scrapeSum(base, name string, labels ...string) float64 {
+	c := http.Client{Timeout: 2 * time.Second}
+	res, err := c.Get(base + "/metrics")
+	if err != nil {
+		return 0
+	}
+	defer res.Body.Close()
+	sum := 0.0
+	sc := bufio.NewScanner(res.Body)
+	sc.Buffer(make([]byte, 0, 64*1024), 1<<20)
+	for sc.Scan() {
+		l := sc.Text()
+		rest, ok := strings.CutPrefix(l, name)
+		if !ok || (!strings.HasPrefix(rest, "{") && !strings.HasPrefix(rest, " ")) {
+			continue
+		}
+		lbl, val := "", rest
+		if strings.HasPrefix(rest, "{") {
+			i := strings.LastIndexByte(rest, '}')
+			if i < 0 {
+				continue
+			}
+			lbl, val = rest[:i+1], rest[i+1:]
+		}
+		match := true
+		for _, want := range labels {
+			if !strings.Contains(lbl, want) {
+				match = false
+				break
+			}
+		}
+		if f, err := strconv.ParseFloat(strings.TrimSpace(val), 64); match && err == nil {
+			sum += f
+		}
+	}
+	return sum
 }
 
 // ---------------------------------------------------------------- files
