@@ -279,7 +279,7 @@ func (s *Server) buildForward(r *Request, opt ForwardOptions, tp string) (*sip.R
 	out.SetSource("")
 	out.Laddr = sip.Addr{}
 	if tp == "UDP" {
-		out.Laddr = sip.Addr{IP: net.IP(l.bound.Addr().AsSlice()), Port: int(l.bound.Port())}
+		out.Laddr = udpLaddr(l)
 	}
 	if opt.Prepare != nil {
 		if err := opt.Prepare(out); err != nil {
@@ -287,6 +287,12 @@ func (s *Server) buildForward(r *Request, opt ForwardOptions, tp string) (*sip.R
 		}
 	}
 	return out, nil
+}
+
+// udpLaddr is the local address UDP requests leave from: the listener's,
+// so that replies come back to the socket that serves them.
+func udpLaddr(l *listener) sip.Addr {
+	return sip.Addr{IP: net.IP(l.bound.Addr().AsSlice()), Port: int(l.bound.Port())}
 }
 
 func recordRoutes(m sip.RequestMethod) bool {

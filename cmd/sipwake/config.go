@@ -226,6 +226,11 @@ type WakeConfig struct {
 	MessageAcceptTimeout time.Duration `mapstructure:"message_accept_timeout" doc:"How long a MESSAGE waits for a device to answer before it is stored and answered 202 Accepted."`
 	// MessageTTL is how long a stored MESSAGE is kept for delivery. Default: 168h.
 	MessageTTL time.Duration `mapstructure:"message_ttl" doc:"How long a stored MESSAGE is kept for delivery."`
+	// MessagePreview puts the start of a text message in its push. Default: false.
+	MessagePreview bool `mapstructure:"message_preview" doc:"Put the first 120 characters of a text MESSAGE in its push (off for privacy)."`
+	// MessageLateDelivery makes a device that registers for the AOR while a message still
+	// waits for another of its devices a target of that message too. Default: true.
+	MessageLateDelivery bool `mapstructure:"message_late_delivery" doc:"A device that registers for the AOR while a stored MESSAGE still waits for another of its devices gets it too."`
 }
 
 // OpsConfig configures the ops HTTP listener.

@@ -61,6 +61,7 @@ func defaultConfig() *Config {
 			AwakePushDelay:        2 * time.Second,
 			MessageAcceptTimeout:  5 * time.Second,
 			MessageTTL:            168 * time.Hour,
+			MessageLateDelivery:   true,
 		},
 		Ops:   OpsConfig{Listen: ":9090"},
 		Admin: AdminConfig{Listen: "127.0.0.1:9091"},

@@ -27,20 +27,24 @@ func buildModules(cfg *Config, srv *proxy.Server, st store.Store, pusher wake.Pu
 		return nil, err
 	}
 	wk, err := wake.New(wake.Config{
-		NodeID:            cfg.NodeID,
-		HoldTimeout:       cfg.Wake.InviteHoldTimeout,
-		CallerFeedback:    cfg.Wake.CallerFeedback,
-		NoAnswerStatus:    cfg.Wake.NoAnswerStatus,
-		MissedCallPush:    cfg.Wake.MissedCallPush,
-		IncludeCaller:     cfg.Push.IncludeCaller,
-		CancelledDelivery: cfg.Wake.CancelledCallDelivery,
-		AwakePushDelay:    cfg.Wake.AwakePushDelay,
-		Router:            reg2,
-		Server:            srv,
-		Store:             st,
-		Pusher:            pusher,
-		Logger:            log.Named("wake"),
-		Registerer:        reg,
+		NodeID:               cfg.NodeID,
+		HoldTimeout:          cfg.Wake.InviteHoldTimeout,
+		CallerFeedback:       cfg.Wake.CallerFeedback,
+		NoAnswerStatus:       cfg.Wake.NoAnswerStatus,
+		MissedCallPush:       cfg.Wake.MissedCallPush,
+		IncludeCaller:        cfg.Push.IncludeCaller,
+		CancelledDelivery:    cfg.Wake.CancelledCallDelivery,
+		AwakePushDelay:       cfg.Wake.AwakePushDelay,
+		MessageAcceptTimeout: cfg.Wake.MessageAcceptTimeout,
+		MessageTTL:           cfg.Wake.MessageTTL,
+		MessagePreview:       cfg.Wake.MessagePreview,
+		MessageLateDelivery:  cfg.Wake.MessageLateDelivery,
+		Router:               reg2,
+		Server:               srv,
+		Store:                st,
+		Pusher:               pusher,
+		Logger:               log.Named("wake"),
+		Registerer:           reg,
 	})
 	if err != nil {
 		return nil, err
@@ -56,7 +60,8 @@ func buildModules(cfg *Config, srv *proxy.Server, st store.Store, pusher wake.Pu
 		reg2,
 		// 3. wake: after the registrar, whose resolved binding (and the
 		// woken devices' accepted REGISTERs) it relies on. It holds
-		// initial INVITEs from the PBX for push-capable devices.
+		// initial INVITEs from the PBX for push-capable devices and
+		// stores MESSAGEs for devices that cannot take them now.
 		wk,
 		// The forwarder follows: device → PBX, PBX → resolved device,
 		// in-dialog along our route set; anything else 403/404.

@@ -40,6 +40,15 @@ type Store interface {
 	ClaimHeld(ctx context.Context, id, from, to string) (store.HeldCall, error)
 	Heartbeat(ctx context.Context, node string, ttl time.Duration) error
 	NodeAlive(ctx context.Context, node string) (bool, error)
+	PutMessage(ctx context.Context, m store.StoredMessage) (bool, error)
+	ListMessages(ctx context.Context, f store.MessageFilter) ([]store.StoredMessage, error)
+	MessagesFor(ctx context.Context, aor, instance string) ([]store.StoredMessage, error)
+	Acknowledge(ctx context.Context, id, instance string) (int, error)
+	AddPending(ctx context.Context, id, instance string) error
+	CountAttempt(ctx context.Context, id string) error
+	DeleteMessage(ctx context.Context, id string) error
+	Lease(ctx context.Context, key, node string, ttl time.Duration) (bool, error)
+	ReleaseLease(ctx context.Context, key, node string) error
 }
 
 // Pusher queues pushes without blocking (push.Dispatcher).
@@ -84,6 +93,17 @@ type Config struct {
 	// still open gets the INVITE at once and a push only if it has not
 	// answered 180 or better after this delay (or its branch failed).
 	AwakePushDelay time.Duration
+	// MessageAcceptTimeout is how long a MESSAGE is offered to devices
+	// with a live flow before it is stored and answered 202 (5s).
+	MessageAcceptTimeout time.Duration
+	// MessageTTL is how long a stored MESSAGE is kept for delivery; 0
+	// turns store-and-forward off (MESSAGEs pass through).
+	MessageTTL time.Duration
+	// MessagePreview puts the start of a text message in its push.
+	MessagePreview bool
+	// MessageLateDelivery makes a device that registers for the AOR while
+	// a message still waits for another device a target of it too.
+	MessageLateDelivery bool
 	// Router reaches devices whose flow another node owns (the
 	// registrar); nil on a single node.
 	Router Router
@@ -109,6 +129,7 @@ type Wake struct {
 	// sends the same call again on another branch.
 	pushed map[string]time.Time
 
+	dl       deliverer
 	started  time.Time
 	wg       sync.WaitGroup
 	stop     context.CancelFunc
@@ -158,6 +179,11 @@ func New(cfg Config) (*Wake, error) {
 		calls:  map[string]map[*call]struct{}{},
 		pushed: map[string]time.Time{},
 		stopCh: make(chan struct{}),
+		dl: deliverer{running: map[string]bool{}, again: map[string]bool{},
+			retries: map[string]*retryState{}},
+	}
+	if cfg.MessageAcceptTimeout <= 0 {
+		w.cfg.MessageAcceptTimeout = 5 * time.Second
 	}
 	w.metrics = newMetrics(cfg.Registerer)
 	return w, nil
@@ -178,10 +204,16 @@ func (w *Wake) Start(ctx context.Context) error {
 	w.stop = cancel
 	w.events = events
 	w.started = time.Now()
-	w.wg.Add(2)
+	w.wg.Add(3)
 	go func() {
 		defer w.wg.Done()
 		w.watch(bg, events)
+	}()
+	go func() {
+		defer w.wg.Done()
+		if w.cfg.MessageTTL > 0 {
+			w.messageHousekeeping(bg)
+		}
 	}()
 	go func() {
 		defer w.wg.Done()
@@ -241,6 +273,9 @@ func (w *Wake) watch(ctx context.Context, events <-chan store.Event) {
 					c.notifyRegistered(e.Instance)
 				}
 				w.mu.Unlock()
+				if w.cfg.MessageTTL > 0 {
+					go w.messagesOnRegister(e.AOR, e.Instance)
+				}
 			case store.EventHeldCancelled:
 				if c := w.hasCall(e.Key); c != nil {
 					select {

@@ -38,7 +38,17 @@ func (w *Wake) admit(ctx context.Context, req *proxy.Request, next proxy.Handler
 		req.Respond(200, "OK")
 		return nil, nil
 	}
-	if req.Msg.Method != sip.INVITE || !req.Trusted || req.InDialog() || registrar.Relayed(ctx) {
+	if !req.Trusted || req.InDialog() || registrar.Relayed(ctx) {
+		next.ServeSIP(ctx, req)
+		return nil, nil
+	}
+	if req.Msg.Method == sip.MESSAGE && w.cfg.MessageTTL > 0 {
+		if !w.message(ctx, req) {
+			next.ServeSIP(ctx, req)
+		}
+		return nil, nil
+	}
+	if req.Msg.Method != sip.INVITE {
 		next.ServeSIP(ctx, req)
 		return nil, nil
 	}
