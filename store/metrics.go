@@ -27,6 +27,16 @@ const (
 	OpClaimHeld      = "claim_held"
 	OpHeartbeat      = "heartbeat"
 	OpNodeAlive      = "node_alive"
+	OpPutMessage     = "put_message"
+	OpMessage        = "message"
+	OpListMessages   = "list_messages"
+	OpMessagesFor    = "messages_for"
+	OpAcknowledge    = "acknowledge"
+	OpAddPending     = "add_pending"
+	OpCountAttempt   = "count_attempt"
+	OpDeleteMessage  = "delete_message"
+	OpLease          = "lease"
+	OpReleaseLease   = "release_lease"
 	// OpPublish counts failed Publish calls, and the redis backend's
 	// failed PUBLISH of the events a write announces.
 	OpPublish = "publish"
@@ -36,7 +46,9 @@ const (
 func Ops() []string {
 	return []string{OpPutBinding, OpDeleteBinding, OpDeleteAOR, OpBindings, OpBindingByToken,
 		OpListBindings, OpSubscribe, OpPing, OpClose, OpSecret, OpClearPush, OpPutHeld,
-		OpDeleteHeld, OpListHeld, OpClaimHeld, OpHeartbeat, OpNodeAlive, OpPublish}
+		OpDeleteHeld, OpListHeld, OpClaimHeld, OpHeartbeat, OpNodeAlive, OpPublish,
+		OpPutMessage, OpMessage, OpListMessages, OpMessagesFor, OpAcknowledge, OpAddPending,
+		OpCountAttempt, OpDeleteMessage, OpLease, OpReleaseLease}
 }
 
 // Metrics are the collectors every store backend shares. The metric names

@@ -279,6 +279,10 @@ type StoredMessage struct {
 	Attempts int `json:"attempts,omitempty"`
 }
 
+// Expired reports whether the message has expired at now: its Expires is
+// not after now.
+func (m *StoredMessage) Expired(now time.Time) bool { return !now.Before(m.Expires) }
+
 // MessageFilter narrows ListMessages.
 type MessageFilter struct {
 	// AOR, when set, must match.
@@ -373,5 +377,16 @@ func SortHeld(hs []HeldCall) {
 			return hs[i].Received.Before(hs[j].Received)
 		}
 		return hs[i].ID < hs[j].ID
+	})
+}
+
+// SortMessages orders stored messages as ListMessages and MessagesFor
+// return them (arrival order): by Received, then by ID.
+func SortMessages(ms []StoredMessage) {
+	sort.SliceStable(ms, func(i, j int) bool {
+		if !ms[i].Received.Equal(ms[j].Received) {
+			return ms[i].Received.Before(ms[j].Received)
+		}
+		return ms[i].ID < ms[j].ID
 	})
 }
