@@ -90,6 +90,17 @@ func RunWithOptions(t *testing.T, open OpenFunc, opt Options) {
 		{"HeldExpiry", s.testHeldExpiry},
 		{"HeldRestart", s.testHeldRestart},
 		{"NodeHeartbeat", s.testNodeHeartbeat},
+		{"MessagePutDuplicate", s.testMessagePutDuplicate},
+		{"MessageDuplicateRace", s.testMessageDuplicateRace},
+		{"MessageOrder", s.testMessageOrder},
+		{"MessagesFor", s.testMessagesFor},
+		{"MessageAcknowledge", s.testMessageAcknowledge},
+		{"MessageAcknowledgeRace", s.testMessageAcknowledgeRace},
+		{"MessageAddPending", s.testMessageAddPending},
+		{"MessageExpiry", s.testMessageExpiry},
+		{"MessageBinarySafe", s.testMessageBinarySafe},
+		{"MessageRestart", s.testMessageRestart},
+		{"Lease", s.testLease},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -1048,6 +1059,19 @@ func (s *suite) testClose(t *testing.T) {
 		{"ClaimHeld", func() error { _, err := st.ClaimHeld(ctx(t), "h", NodeA, NodeB); return err }()},
 		{"Heartbeat", st.Heartbeat(ctx(t), NodeA, time.Minute)},
 		{"NodeAlive", func() error { _, err := st.NodeAlive(ctx(t), NodeA); return err }()},
+		{"PutMessage", func() error {
+			_, err := st.PutMessage(ctx(t), MessageFixture("m", "sip:kim@example.com", time.Now(), time.Now().Add(time.Hour), "a"))
+			return err
+		}()},
+		{"Message", func() error { _, err := st.Message(ctx(t), "m"); return err }()},
+		{"ListMessages", func() error { _, err := st.ListMessages(ctx(t), store.MessageFilter{}); return err }()},
+		{"MessagesFor", func() error { _, err := st.MessagesFor(ctx(t), "sip:kim@example.com", "a"); return err }()},
+		{"Acknowledge", func() error { _, err := st.Acknowledge(ctx(t), "m", "a"); return err }()},
+		{"AddPending", st.AddPending(ctx(t), "m", "b")},
+		{"CountAttempt", st.CountAttempt(ctx(t), "m")},
+		{"DeleteMessage", st.DeleteMessage(ctx(t), "m")},
+		{"Lease", func() error { _, err := st.Lease(ctx(t), "k", NodeA, time.Minute); return err }()},
+		{"ReleaseLease", st.ReleaseLease(ctx(t), "k", NodeA)},
 	}
 	for _, c := range checks {
 		if !errors.Is(c.err, store.ErrClosed) {
