@@ -14,12 +14,21 @@
 //	held       held-call ID                  -> uvarint-prefixed AOR and Node, then the call as JSON
 //	heldexpiry 8-byte big-endian unix nanos (Deadline + store.HeldRetention) + ID -> empty
 //	nodes      node id                       -> 8-byte big-endian unix nanos when its heartbeat lapses
+//	messages   message ID                    -> the message as JSON (strings as base64 bytes)
+//	msgaor     aorKey(aor) + 8-byte big-endian unix nanos of Received + ID -> empty
+//	msgarrival 8-byte big-endian unix nanos of Received + ID -> empty
+//	msgexpiry  8-byte big-endian unix nanos of Expires + ID -> empty
+//	leases     lease key                     -> 8-byte big-endian unix nanos when it lapses + holder
 //
 // aorKey escapes NUL as 0x00 0xFF and ends with 0x00 0x01, so a bucket
 // cursor walks bindings sorted by AOR then instance, the keys of one AOR
 // share a prefix that no other AOR starts with, and any byte is allowed in
 // an AOR or an instance. The expiry and heldexpiry buckets let the
 // background sweeper find expired bindings and forgotten held calls
-// without reading every record. Every change (ClearPush and ClaimHeld
-// included) is one bbolt write transaction, so it is atomic.
+// without reading every record; msgaor and msgarrival walk stored
+// messages in arrival order, msgexpiry finds the expired ones for the
+// caller's sweeper (the store never deletes a message by itself). Every
+// change (ClearPush, ClaimHeld, Acknowledge and Lease included) is one
+// bbolt write transaction, so it is atomic, and bbolt fsyncs it before it
+// returns.
 package embedded

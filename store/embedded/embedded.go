@@ -42,11 +42,20 @@ var (
 	bucketHeld       = []byte("held")
 	bucketHeldExpiry = []byte("heldexpiry")
 	bucketNodes      = []byte("nodes")
+	// bucketMessages, bucketMsgAOR, bucketMsgArrival and bucketMsgExpiry
+	// keep stored messages and their indexes, bucketLeases the delivery
+	// leases (see messages.go).
+	bucketMessages   = []byte("messages")
+	bucketMsgAOR     = []byte("msgaor")
+	bucketMsgArrival = []byte("msgarrival")
+	bucketMsgExpiry  = []byte("msgexpiry")
+	bucketLeases     = []byte("leases")
 )
 
 // buckets lists every bucket Open creates.
 var buckets = [][]byte{bucketBindings, bucketTokens, bucketExpiry, bucketSecrets,
-	bucketHeld, bucketHeldExpiry, bucketNodes}
+	bucketHeld, bucketHeldExpiry, bucketNodes,
+	bucketMessages, bucketMsgAOR, bucketMsgArrival, bucketMsgExpiry, bucketLeases}
 
 // Options configures Open.
 type Options struct {
@@ -111,7 +120,9 @@ func Open(ctx context.Context, opt Options) (*Store, error) {
 	if err := os.MkdirAll(filepath.Dir(opt.Path), 0o750); err != nil {
 		return nil, fmt.Errorf("embedded store: open: create directory: %w", err)
 	}
-	db, err := bolt.Open(opt.Path, 0o600, &bolt.Options{Timeout: lockTimeout})
+	// NoSync stays false: every write transaction is fsynced before it
+	// returns, which PutMessage's durability (and PutBinding's) rests on.
+	db, err := bolt.Open(opt.Path, 0o600, &bolt.Options{Timeout: lockTimeout, NoSync: false})
 	if errors.Is(err, bolterrors.ErrTimeout) {
 		return nil, fmt.Errorf("embedded store: open %s: file is locked by another process (waited %s; the embedded store serves one node only): %w",
 			opt.Path, lockTimeout, err)
@@ -614,8 +625,8 @@ func (s *Store) Close() error {
 	return s.closeErr
 }
 
-// sweeper deletes expired bindings and held calls every interval until
-// Close.
+// sweeper deletes expired bindings, forgotten held calls, lapsed
+// heartbeats and lapsed leases every interval until Close.
 func (s *Store) sweeper(interval time.Duration) {
 	defer close(s.swept)
 	t := time.NewTicker(interval)
@@ -632,8 +643,10 @@ func (s *Store) sweeper(interval time.Duration) {
 }
 
 // sweep deletes the bindings expired at now, the held calls forgotten at
-// now and the lapsed node heartbeats, and returns how many bindings and
-// held calls it deleted. Expiry is not a change made by a node: no event.
+// now, the lapsed node heartbeats and the lapsed leases, and returns how
+// many bindings and held calls it deleted. Expiry is not a change made by
+// a node: no event. Stored messages are not touched: an expired message
+// stays until the caller's sweeper deletes it (store.Messages).
 func (s *Store) sweep(now time.Time) (int, error) {
 	n, err := s.sweepBindings(now)
 	if err != nil {
@@ -644,7 +657,10 @@ func (s *Store) sweep(now time.Time) (int, error) {
 	if err != nil {
 		return n, err
 	}
-	return n, s.sweepNodes(now)
+	if err := s.sweepNodes(now); err != nil {
+		return n, err
+	}
+	return n, s.sweepLeases(now)
 }
 
 // sweepBindings deletes the bindings expired at now, in batches, and

@@ -236,8 +236,22 @@ func TestErrorMetric(t *testing.T) {
 	if err := s.Heartbeat(canceled, "n1", time.Minute); err == nil {
 		t.Fatal("Heartbeat(canceled) succeeded")
 	}
+	// A duplicate and an absent message are outcomes, not errors.
+	m := storetest.MessageFixture("m", "sip:x@example.com", now, now.Add(time.Hour), "d1")
+	for range 2 {
+		if _, err := s.PutMessage(t.Context(), m); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := s.Acknowledge(t.Context(), "absent", "d1"); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("Acknowledge(absent): %v, want ErrNotFound", err)
+	}
+	if _, err := s.Lease(canceled, "k", "n1", time.Minute); err == nil {
+		t.Fatal("Lease(canceled) succeeded")
+	}
 	for op, want := range map[string]float64{"ping": 1, "put_binding": 1, "delete_binding": 0, "secret": 1,
-		"claim_held": 0, "heartbeat": 1, "publish": 0, "sweep": 0} {
+		"claim_held": 0, "heartbeat": 1, "publish": 0, "sweep": 0, "put_message": 0, "acknowledge": 0,
+		"lease": 1, "release_lease": 0} {
 		labels := map[string]string{"backend": "embedded", "op": op}
 		if got := counter(t, reg, "sipwake_store_errors_total", labels); got != want {
 			t.Errorf("sipwake_store_errors_total%v = %v, want %v", labels, got, want)

@@ -30,3 +30,20 @@ func (s *Store) HeldCounts() (held, heldExpiry, nodes int, err error) {
 	})
 	return
 }
+
+// MessageCounts returns the number of keys in the message, message index
+// and lease buckets.
+func (s *Store) MessageCounts() (messages, byAOR, arrival, expiry, leases int, err error) {
+	err = s.db.View(func(tx *bolt.Tx) error {
+		messages = tx.Bucket(bucketMessages).Stats().KeyN
+		byAOR = tx.Bucket(bucketMsgAOR).Stats().KeyN
+		arrival = tx.Bucket(bucketMsgArrival).Stats().KeyN
+		expiry = tx.Bucket(bucketMsgExpiry).Stats().KeyN
+		leases = tx.Bucket(bucketLeases).Stats().KeyN
+		return nil
+	})
+	return
+}
+
+// NoSync reports whether bbolt skips the fsync of each commit.
+func (s *Store) NoSync() bool { return s.db.NoSync }
