@@ -351,9 +351,8 @@ func (b *bench) pbxToDeviceTest(t *testing.T, until time.Time) {
 		"(usrloc in memory, record_route, no caller auth), Quiet, %d UDP workers, -m 1024; sipwake: %s, embedded store, log.level warn.\n"+
 		"CPU%%/µs-per-call: the proxy's own processes (sipwake row: sipwake alone); path-µs adds the PBX to sipwake.\n",
 		n, kamChildren, b.sipwake)
-	d, v := strconv.Itoa(firstDirect), strconv.Itoa(firstVia)
-	b.printf("contacts at the PBX: direct %s -> %s; through sipwake %s -> %s\n",
-		d, strings.Join(pbx.Contacts(t, d), ", "), v, strings.Join(pbx.Contacts(t, v), ", "))
+	d, v := strconv.Itoa(firstDirect)+"@"+pbx.Domain, strconv.Itoa(firstVia)+"@"+pbx.Domain
+	b.printf("contacts at the PBX: direct %s -> %s; through sipwake %s -> %s\n", d, ulContact(pbx, d), v, ulContact(pbx, v))
 	uacPort := freePort(t, clientIP, "udp")
 	b.idle(targets)
 	b.step(t, "pbx-to-device", targets, b.set.inviteRates, until, func(tg *target, rate int) []string {
@@ -365,6 +364,31 @@ func (b *bench) pbxToDeviceTest(t *testing.T, until time.Time) {
 	})
 	b.table("pbx-to-device", targets)
 	b.logSummary(sw)
+}
+
+// ulContact is what the PBX's usrloc holds for aor (its contact addresses
+// and paths, from kamcmd ul.lookup; ul.dump of every device would be too
+// big a reply), for the report.
+func ulContact(pbx *testpeers.Kamailio, aor string) string {
+	kamcmd, err := lookBin("kamcmd")
+	if err != nil {
+		return err.Error()
+	}
+	out, err := exec.Command(kamcmd, "-s", pbx.CtlSocket, "ul.lookup", "location", aor).CombinedOutput()
+	if err != nil {
+		return fmt.Sprintf("kamcmd ul.lookup: %v: %s", err, bytes.TrimSpace(out))
+	}
+	var parts []string
+	for _, l := range strings.Split(string(out), "\n") {
+		k, val, ok := strings.Cut(strings.TrimSpace(l), ":")
+		if ok && (k == "Address" || k == "Path") {
+			parts = append(parts, strings.ToLower(k)+"="+strings.TrimSpace(val))
+		}
+	}
+	if len(parts) == 0 {
+		return "(none)"
+	}
+	return strings.Join(parts, " ")
 }
 
 // registerDevices registers the n devices of csv at addr (the PBX or
