@@ -29,3 +29,13 @@ func HeldKeys(prefix, id string) (index, record string) {
 
 // NodeKey returns the heartbeat key of node under prefix.
 func NodeKey(prefix, node string) string { return keys{prefix: prefix}.node(node) }
+
+// MessageKeys returns the key names of the arrival index, the expiry
+// index, the index of aor and the hash of message id under prefix.
+func MessageKeys(prefix, aor, id string) (arrival, expiry, byAOR, message string) {
+	k := keys{prefix: prefix}
+	return k.msgIndex(), k.msgExpiry(), k.msgAOR(aor), k.msg(id)
+}
+
+// LeaseKey returns the key of lease name under prefix.
+func LeaseKey(prefix, name string) string { return keys{prefix: prefix}.lease(name) }

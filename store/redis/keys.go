@@ -17,6 +17,12 @@ const DefaultKeyPrefix = "sipwake:"
 //	<p>heldcalls:{held}  ZSET   held-call ID -> forget time (unix ms); PEXPIREAT max
 //	<p>held:{held}:H     HASH   data (JSON), aor, node; PEXPIREAT forget time
 //	<p>node:N            STRING last heartbeat (unix ms); PX the heartbeat's ttl
+//	<p>msg:{msg}:M       HASH   aor, sender, data (JSON), exp, attempts, seq,
+//	                            npending, p:<instance>, d:<instance>; no expiry
+//	<p>msgs:{msg}        ZSET   message ID -> Received (unix ms); no expiry
+//	<p>msgexp:{msg}      ZSET   message ID -> Expires (unix ms); no expiry
+//	<p>msgaor:{msg}:A'   ZSET   message ID -> Received (unix ms); no expiry
+//	<p>lease:L           STRING the holder's node id; PX the lease's ttl
 //	<p>events            pub/sub channel of JSON store.Event
 //
 // A is the AOR with '%', '{' and '}' percent-escaped, so that the hash tag
@@ -27,7 +33,10 @@ const DefaultKeyPrefix = "sipwake:"
 // it): it is read and written alone. Every held-call key carries the fixed
 // hash tag {held}, so the index and the records share one slot and the
 // held-call scripts may touch any of them (the "forget time" is the
-// call's Deadline plus store.HeldRetention).
+// call's Deadline plus store.HeldRetention). Every stored-message key
+// carries the fixed hash tag {msg} the same way: M (a message ID) and A'
+// (an AOR, unescaped) are raw, after the tag. A lease key L is raw and
+// hashes like a node key: every lease script touches that key alone.
 type keys struct{ prefix string }
 
 var aorEscaper = strings.NewReplacer("%", "%25", "{", "%7B", "}", "%7D")
@@ -67,6 +76,26 @@ func (k keys) heldPrefix() string { return k.prefix + "held:{held}:" }
 func (k keys) held(id string) string { return k.heldPrefix() + id }
 
 func (k keys) node(node string) string { return k.prefix + "node:" + node }
+
+// msgIndex is the sorted set of every stored message's ID by arrival.
+func (k keys) msgIndex() string { return k.prefix + "msgs:{msg}" }
+
+// msgExpiry is the sorted set of every stored message's ID by expiry.
+func (k keys) msgExpiry() string { return k.prefix + "msgexp:{msg}" }
+
+// msgAORPrefix is the prefix of every per-AOR message index; an AOR's
+// index is this prefix followed by the raw AOR.
+func (k keys) msgAORPrefix() string { return k.prefix + "msgaor:{msg}:" }
+
+func (k keys) msgAOR(aor string) string { return k.msgAORPrefix() + aor }
+
+// msgPrefix is the prefix of every stored message's hash; a message's key
+// is this prefix followed by the raw ID.
+func (k keys) msgPrefix() string { return k.prefix + "msg:{msg}:" }
+
+func (k keys) msg(id string) string { return k.msgPrefix() + id }
+
+func (k keys) lease(key string) string { return k.prefix + "lease:" + key }
 
 // aorPattern is the SCAN MATCH pattern of every AOR set.
 func (k keys) aorPattern() string { return globEscape(k.prefix) + "aor:{*}" }

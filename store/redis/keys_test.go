@@ -80,3 +80,27 @@ func TestHeldKeys(t *testing.T) {
 		}
 	}
 }
+
+func TestMessageKeys(t *testing.T) {
+	k := keys{prefix: "p:"}
+	seen := map[string]string{k.msgIndex(): "index", k.msgExpiry(): "expiry index"}
+	for _, id := range []string{"", "a", "a:", "{msg}", "}", "x\x00y", "s:{msg}"} {
+		for what, key := range map[string]string{"message": k.msg(id), "aor index": k.msgAOR(id)} {
+			if other, dup := seen[key]; dup {
+				t.Errorf("%s key %q of %q collides with %q", what, key, id, other)
+			}
+			seen[key] = what + " " + id
+		}
+	}
+	// Every stored-message key hashes "msg" (the prefix has no braces).
+	for key := range seen {
+		i := strings.IndexByte(key, '{')
+		j := strings.IndexByte(key[i+1:], '}')
+		if i < 0 || j < 0 || key[i+1:i+1+j] != "msg" {
+			t.Errorf("key %q does not carry the hash tag {msg}", key)
+		}
+	}
+	if a, b := k.lease("x"), k.lease("x\x00"); a == b {
+		t.Errorf("lease keys of distinct names collide: %q", a)
+	}
+}

@@ -3,6 +3,7 @@ package redis
 import (
 	"crypto/tls"
 	"errors"
+	"fmt"
 	"slices"
 	"strings"
 	"time"
@@ -33,6 +34,17 @@ const (
 	// connections kept open so that a burst after a quiet period does not
 	// pay for dials and handshakes (TLS, AUTH, CLIENT SETNAME).
 	DefaultMinIdleConns = 4
+)
+
+// Replication-wait bounds for Options.WaitTimeout.
+const (
+	// DefaultWaitTimeout is the WAIT timeout when Options.WaitReplicas is
+	// set and Options.WaitTimeout is zero.
+	DefaultWaitTimeout = time.Second
+	// MaxWaitTimeout is the longest Options.WaitTimeout accepted: WAIT
+	// runs in the same round trip as the write, which the client's read
+	// timeout (3 s) bounds.
+	MaxWaitTimeout = 2 * time.Second
 )
 
 // Options configures Open. The mode follows go-redis NewUniversalClient:
@@ -75,6 +87,25 @@ type Options struct {
 	// of demand (per primary in Cluster mode), at most PoolSize. Zero means
 	// DefaultMinIdleConns; negative means none.
 	MinIdleConns int
+	// WaitReplicas, when positive, makes PutMessage send WAIT WaitReplicas
+	// WaitTimeout right after its write, on the same connection, and fail
+	// unless that many replicas acknowledged the message (see README.md,
+	// Durability: with appendfsync everysec this is what keeps a message
+	// answered 202 through the loss of the primary). Zero sends no WAIT;
+	// negative is refused.
+	WaitReplicas int
+	// WaitTimeout bounds that WAIT: zero means DefaultWaitTimeout, at most
+	// MaxWaitTimeout, negative is refused. Ignored without WaitReplicas.
+	WaitTimeout time.Duration
+}
+
+// waitTimeout returns the effective WAIT timeout, at least a millisecond
+// (WAIT counts milliseconds, and 0 would block for ever).
+func (opt Options) waitTimeout() time.Duration {
+	if opt.WaitTimeout == 0 {
+		return DefaultWaitTimeout
+	}
+	return max(opt.WaitTimeout, time.Millisecond)
 }
 
 // isCluster reports whether opt selects Cluster mode.
@@ -110,6 +141,12 @@ func universalOptions(opt Options) (*goredis.UniversalOptions, error) {
 		return nil, errors.New("db must not be negative")
 	case opt.PoolSize < 0:
 		return nil, errors.New("pool size must not be negative")
+	case opt.WaitReplicas < 0:
+		return nil, errors.New("wait replicas must not be negative")
+	case opt.WaitTimeout < 0:
+		return nil, errors.New("wait timeout must not be negative")
+	case opt.WaitTimeout > MaxWaitTimeout:
+		return nil, fmt.Errorf("wait timeout %s exceeds the maximum %s", opt.WaitTimeout, MaxWaitTimeout)
 	}
 	poolSize := opt.PoolSize
 	if poolSize == 0 {

@@ -33,6 +33,9 @@ type Store struct {
 	// each write is one script that also maintains the token index and
 	// publishes the events (see scripts.go).
 	oneTrip bool
+	// waitReplicas and waitTimeout: PutMessage's WAIT (Options).
+	waitReplicas int
+	waitTimeout  time.Duration
 
 	closed    atomic.Bool
 	closeOnce sync.Once
@@ -65,12 +68,14 @@ func Open(ctx context.Context, opt Options) (*Store, error) {
 	}
 	_, cluster := client.(*goredis.ClusterClient)
 	return &Store{
-		client:  client,
-		keys:    keys{prefix: opt.prefix()},
-		node:    opt.NodeID,
-		metrics: m,
-		oneTrip: !cluster,
-		done:    make(chan struct{}),
+		client:       client,
+		keys:         keys{prefix: opt.prefix()},
+		node:         opt.NodeID,
+		metrics:      m,
+		oneTrip:      !cluster,
+		waitReplicas: opt.WaitReplicas,
+		waitTimeout:  opt.waitTimeout(),
+		done:         make(chan struct{}),
 	}, nil
 }
 

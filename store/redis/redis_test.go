@@ -194,6 +194,11 @@ func TestUniversalOptions(t *testing.T) {
 				}
 			}},
 		{name: "negative pool size", opt: redis.Options{Addresses: []string{"r:6379"}, NodeID: "n", PoolSize: -1}, wantErr: "pool size"},
+		{name: "wait replicas", opt: redis.Options{Addresses: []string{"r:6379"}, NodeID: "n", WaitReplicas: 1, WaitTimeout: redis.MaxWaitTimeout},
+			wantAddrs: 1, wantClient: "single"},
+		{name: "negative wait replicas", opt: redis.Options{Addresses: []string{"r:6379"}, NodeID: "n", WaitReplicas: -1}, wantErr: "wait replicas"},
+		{name: "negative wait timeout", opt: redis.Options{Addresses: []string{"r:6379"}, NodeID: "n", WaitReplicas: 1, WaitTimeout: -time.Second}, wantErr: "wait timeout"},
+		{name: "wait timeout too long", opt: redis.Options{Addresses: []string{"r:6379"}, NodeID: "n", WaitReplicas: 1, WaitTimeout: redis.MaxWaitTimeout + time.Millisecond}, wantErr: "wait timeout"},
 		{name: "sentinel", opt: redis.Options{Addresses: []string{"s1:26379", "s2:26379", "s3:26379"}, SentinelMaster: "mymaster", DB: 1, NodeID: "n"},
 			wantMaster: "mymaster", wantAddrs: 3, wantClient: "single"},
 		{name: "cluster by several addresses", opt: redis.Options{Addresses: []string{"c1:6379", "c2:6379"}, NodeID: "n"},
@@ -291,8 +296,22 @@ func TestErrorMetric(t *testing.T) {
 	if err := s.Heartbeat(canceled, "n1", time.Minute); !errors.Is(err, context.Canceled) {
 		t.Fatalf("Heartbeat(canceled) = %v, want context.Canceled", err)
 	}
+	// A duplicate and an absent message are outcomes, not errors.
+	m := storetest.MessageFixture("m", "sip:x@example.com", now, now.Add(time.Hour), "d1")
+	for range 2 {
+		if _, err := s.PutMessage(t.Context(), m); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := s.Acknowledge(t.Context(), "absent", "d1"); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("Acknowledge(absent): %v, want ErrNotFound", err)
+	}
+	if _, err := s.Lease(canceled, "k", "n1", time.Minute); !errors.Is(err, context.Canceled) {
+		t.Fatalf("Lease(canceled) = %v, want context.Canceled", err)
+	}
 	for op, want := range map[string]float64{"ping": 1, "put_binding": 0, "delete_binding": 0, "secret": 1,
-		"claim_held": 0, "heartbeat": 1, "publish": 0} {
+		"claim_held": 0, "heartbeat": 1, "publish": 0, "put_message": 0, "acknowledge": 0, "lease": 1,
+		"release_lease": 0} {
 		labels := map[string]string{"backend": "redis", "op": op}
 		if got := counter(t, reg, "sipwake_store_errors_total", labels); got != want {
 			t.Errorf("sipwake_store_errors_total%v = %v, want %v", labels, got, want)

@@ -347,3 +347,254 @@ end
 redis.call('HSET', KEYS[2], 'node', ARGV[4])
 return {'ok', f[1], f[2] or ''}
 `)
+
+// The stored-message scripts below declare the message hash and the
+// indexes, which all share the {msg} hash tag; they build the per-AOR
+// index's name (and listMessagesScript the message keys) from prefixes that
+// carry the same tag, so every key they touch is in one slot. A message's
+// hash holds:
+//
+//	aor, sender      raw bytes
+//	data             JSON of Received, Expires and Request (messageData)
+//	exp              Expires, unix ms (what expiry is compared with)
+//	attempts         delivery attempts
+//	put              the nonce of the PutMessage call that created it
+//	seq              the last order number given to an instance
+//	npending         how many p: fields there are
+//	p:<instance>     a pending device; the value is its order number
+//	d:<instance>     a delivered device; the value is its order number
+//
+// Fixed field names never start with "p:" or "d:", so no instance can
+// collide with them. A message has no expiry: it stays until the last
+// acknowledgement or DeleteMessage (the caller's sweeper) removes it.
+
+// putMessageScript stores a message unless its ID is taken.
+//
+//	KEYS[1] message hash   KEYS[2] arrival index   KEYS[3] expiry index
+//	KEYS[4] the AOR's index
+//	ARGV[1] id  ARGV[2] aor  ARGV[3] sender  ARGV[4] data
+//	ARGV[5] Received (unix ms)  ARGV[6] Expires (unix ms)  ARGV[7] attempts
+//	ARGV[8] the call's nonce    ARGV[9] P, the number of pending instances
+//	ARGV[10 .. 9+P] pending instances, then delivered instances
+//
+// Reply: 1 when stored, also when the stored message carries this call's
+// nonce (a retry of a put whose reply was lost); 0 for a duplicate.
+var putMessageScript = goredis.NewScript(`
+if redis.call('EXISTS', KEYS[1]) == 1 then
+  if redis.call('HGET', KEYS[1], 'put') == ARGV[8] then
+    return 1
+  end
+  return 0
+end
+local np = tonumber(ARGV[9])
+redis.call('HSET', KEYS[1], 'aor', ARGV[2], 'sender', ARGV[3], 'data', ARGV[4], 'exp', ARGV[6],
+  'attempts', ARGV[7], 'put', ARGV[8], 'npending', np)
+local seq = 0
+for i = 10, #ARGV do
+  seq = seq + 1
+  if i <= 9 + np then
+    redis.call('HSET', KEYS[1], 'p:' .. ARGV[i], seq)
+  else
+    redis.call('HSET', KEYS[1], 'd:' .. ARGV[i], seq)
+  end
+end
+redis.call('HSET', KEYS[1], 'seq', seq)
+redis.call('ZADD', KEYS[2], ARGV[5], ARGV[1])
+redis.call('ZADD', KEYS[3], ARGV[6], ARGV[1])
+redis.call('ZADD', KEYS[4], ARGV[5], ARGV[1])
+return 1
+`)
+
+// removeMessageBody defines remove(aor): it deletes the message KEYS[1]
+// (ID ARGV[1]) and its entries in the arrival index KEYS[2], the expiry
+// index KEYS[3] and the AOR's index (ARGV[2] is the AOR-index prefix).
+const removeMessageBody = `
+local function remove(aor)
+  redis.call('DEL', KEYS[1])
+  redis.call('ZREM', KEYS[2], ARGV[1])
+  redis.call('ZREM', KEYS[3], ARGV[1])
+  redis.call('ZREM', ARGV[2] .. aor, ARGV[1])
+end
+`
+
+// acknowledgeScript moves a device from pending to delivered and deletes
+// the message when no device is pending any more.
+//
+//	KEYS[1] message hash   KEYS[2] arrival index   KEYS[3] expiry index
+//	ARGV    id, AOR-index prefix, instance
+//
+// An instance that is not pending changes nothing. Reply: the number of
+// devices still pending, -1 when the message is absent.
+var acknowledgeScript = goredis.NewScript(removeMessageBody + `
+local aor = redis.call('HGET', KEYS[1], 'aor')
+if not aor then
+  return -1
+end
+local np = tonumber(redis.call('HGET', KEYS[1], 'npending') or 0)
+if redis.call('HDEL', KEYS[1], 'p:' .. ARGV[3]) == 1 then
+  np = np - 1
+  redis.call('HSET', KEYS[1], 'd:' .. ARGV[3], redis.call('HINCRBY', KEYS[1], 'seq', 1), 'npending', np)
+end
+if np <= 0 then
+  remove(aor)
+  return 0
+end
+return np
+`)
+
+// deleteMessageScript removes a message and its index entries.
+//
+//	KEYS, ARGV as acknowledgeScript without the instance
+//
+// Reply: 1 when removed, 0 when absent (leftover index entries of the ID
+// in the two global indexes are removed too).
+var deleteMessageScript = goredis.NewScript(removeMessageBody + `
+local aor = redis.call('HGET', KEYS[1], 'aor')
+if not aor then
+  redis.call('ZREM', KEYS[2], ARGV[1])
+  redis.call('ZREM', KEYS[3], ARGV[1])
+  return 0
+end
+remove(aor)
+return 1
+`)
+
+// addPendingScript adds a device to a message's pending devices unless it
+// is pending or delivered already.
+//
+//	KEYS[1] message hash
+//	ARGV    instance
+//
+// Reply: 1 when added, 0 when already there, -1 when the message is absent.
+var addPendingScript = goredis.NewScript(`
+if redis.call('EXISTS', KEYS[1]) == 0 then
+  return -1
+end
+if redis.call('HEXISTS', KEYS[1], 'p:' .. ARGV[1]) == 1 or redis.call('HEXISTS', KEYS[1], 'd:' .. ARGV[1]) == 1 then
+  return 0
+end
+redis.call('HSET', KEYS[1], 'p:' .. ARGV[1], redis.call('HINCRBY', KEYS[1], 'seq', 1))
+redis.call('HINCRBY', KEYS[1], 'npending', 1)
+return 1
+`)
+
+// countAttemptScript adds one to a message's attempts.
+//
+//	KEYS[1] message hash
+//
+// Reply: the new count, -1 when the message is absent (no hash is created).
+var countAttemptScript = goredis.NewScript(`
+if redis.call('EXISTS', KEYS[1]) == 0 then
+  return -1
+end
+return redis.call('HINCRBY', KEYS[1], 'attempts', 1)
+`)
+
+// listMessagesScript reads the messages that match a filter, in arrival
+// order, in one consistent step.
+//
+//	KEYS[1] arrival index   KEYS[2] expiry index   KEYS[3] an AOR's index (optional)
+//	ARGV[1] now (unix ms)   ARGV[2] "1" for expired messages, "0" for live ones
+//	ARGV[3] limit (0 = none)   ARGV[4] message-key prefix
+//	ARGV[5] an instance that must be pending ('' = any)
+//
+// With KEYS[3] it walks the AOR's index; otherwise live messages come from
+// the arrival index, expired ones from the expiry index (only those due),
+// ordered by their arrival score. A message has expired when its exp is
+// not after now. Walks go in score (millisecond) order, then by ID bytes;
+// the node sorts the reply by the exact Received, so once the limit is
+// reached the script still takes every match in the same millisecond.
+// Index members without a message are removed.
+//
+// Reply: {id, {field, value, ...}, ...}.
+var listMessagesScript = goredis.NewScript(`
+local now, expired, limit = tonumber(ARGV[1]), ARGV[2] == '1', tonumber(ARGV[3])
+local mp, inst = ARGV[4], ARGV[5]
+local out, n, last, stale = {}, 0, nil, {}
+local function take(id, score)
+  if limit > 0 and n >= limit and score ~= last then
+    return false
+  end
+  local k = mp .. id
+  local exp = redis.call('HGET', k, 'exp')
+  if not exp then
+    stale[#stale + 1] = id
+    return true
+  end
+  if (tonumber(exp) <= now) == expired and (inst == '' or redis.call('HEXISTS', k, 'p:' .. inst) == 1) then
+    out[#out + 1] = id
+    out[#out + 1] = redis.call('HGETALL', k)
+    n = n + 1
+    last = score
+  end
+  return true
+end
+local function walk(key)
+  local start = 0
+  while true do
+    local page = redis.call('ZRANGE', key, start, start + 99, 'WITHSCORES')
+    if #page == 0 then
+      return
+    end
+    for i = 1, #page, 2 do
+      if not take(page[i], tonumber(page[i + 1])) then
+        return
+      end
+    end
+    start = start + 100
+  end
+end
+if KEYS[3] then
+  walk(KEYS[3])
+elseif not expired then
+  walk(KEYS[1])
+else
+  local due = {}
+  for _, id in ipairs(redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', now)) do
+    due[#due + 1] = {id, tonumber(redis.call('ZSCORE', KEYS[1], id) or 0)}
+  end
+  table.sort(due, function(a, b) return a[2] < b[2] end)
+  for _, e in ipairs(due) do
+    if not take(e[1], e[2]) then
+      break
+    end
+  end
+end
+for _, id in ipairs(stale) do
+  redis.call('ZREM', KEYS[1], id)
+  redis.call('ZREM', KEYS[2], id)
+  if KEYS[3] then
+    redis.call('ZREM', KEYS[3], id)
+  end
+end
+return out
+`)
+
+// leaseScript takes a lease when it is free (SET PX), renews it when the
+// caller holds it, and refuses it otherwise: the SET NX and the
+// compare-and-renew in one step, one round trip.
+//
+//	KEYS[1] lease key
+//	ARGV    node, ttl (ms)
+//
+// Reply: 1 when the node holds the lease now, 0 when another node does.
+var leaseScript = goredis.NewScript(`
+local cur = redis.call('GET', KEYS[1])
+if cur and cur ~= ARGV[1] then
+  return 0
+end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+return 1
+`)
+
+// releaseLeaseScript deletes a lease only while the caller holds it
+// (compare-and-delete).
+//
+//	KEYS[1] lease key
+//	ARGV    node
+var releaseLeaseScript = goredis.NewScript(`
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('DEL', KEYS[1])
+end
+return 0
+`)
