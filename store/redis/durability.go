@@ -37,7 +37,8 @@ type Durability struct {
 // Durable reports whether a message PutMessage reported stored survives
 // a crash of the Redis server or of its host: an append-only file fsynced
 // before every reply (appendfsync always), or with appendfsync everysec a
-// WAIT for replicas (Options.WaitReplicas) that are connected.
+// WAIT for replicas (Options.WaitReplicas), unless fewer replicas than
+// that are known to be connected.
 func (d Durability) Durable() bool { return len(d.Warnings()) == 0 }
 
 // Warnings explains, one sentence each, why stored messages are not
