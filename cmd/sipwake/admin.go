@@ -732,13 +732,43 @@ func (s *adminServer) heldCalls(w http.ResponseWriter, _ *http.Request) {
 
 // adminPending is the body of GET /v1/messages/pending.
 type adminPending struct {
-	Messages []json.RawMessage `json:"messages"`
+	Messages []adminMessage `json:"messages"`
 }
 
-func (s *adminServer) pendingMessages(w http.ResponseWriter, _ *http.Request) {
-	// Stored MESSAGEs arrive with MESSAGE store-and-forward; until then no message is
-	// ever pending, and this says so rather than inventing any.
-	writeAdminJSON(w, http.StatusOK, adminPending{Messages: []json.RawMessage{}})
+// adminMessage is a stored MESSAGE as the admin API shows it: never its
+// body.
+type adminMessage struct {
+	ID        string    `json:"id"`
+	AOR       string    `json:"aor"`
+	Sender    string    `json:"sender,omitempty"`
+	Received  time.Time `json:"received"`
+	ExpiresAt time.Time `json:"expires_at"`
+	Pending   int       `json:"pending"`
+	Delivered int       `json:"delivered"`
+	Attempts  int       `json:"attempts"`
+}
+
+func (s *adminServer) pendingMessages(w http.ResponseWriter, r *http.Request) {
+	f := store.MessageFilter{}
+	if aor := r.URL.Query().Get("aor"); aor != "" {
+		norm, err := parseAOR(aor)
+		if err != nil {
+			writeAdminError(w, http.StatusBadRequest, "aor: %v", err)
+			return
+		}
+		f.AOR = norm
+	}
+	ms, err := s.deps.Store.ListMessages(r.Context(), f)
+	if err != nil {
+		s.storeError(w, "stored messages", err)
+		return
+	}
+	out := adminPending{Messages: make([]adminMessage, 0, len(ms))}
+	for _, m := range ms {
+		out.Messages = append(out.Messages, adminMessage{ID: m.ID, AOR: m.AOR, Sender: m.Sender, Received: m.Received.UTC(),
+			ExpiresAt: m.Expires.UTC(), Pending: len(m.Pending), Delivered: len(m.Delivered), Attempts: m.Attempts})
+	}
+	writeAdminJSON(w, http.StatusOK, out)
 }
 
 // adminLevel is the body of the log level endpoints.

@@ -460,14 +460,13 @@ func (a *adminCLI) messagesCmd() *cobra.Command {
 				_, err = fmt.Fprintln(a.stdout, "no pending messages")
 				return err
 			}
-			// No table yet: the stored-message record arrives with MESSAGE
-			// store-and-forward. One JSON object per line meanwhile.
+			tw := newTable(a.stdout)
+			fmt.Fprintln(tw, "ID\tAOR\tSENDER\tRECEIVED\tEXPIRES\tPENDING\tDELIVERED\tATTEMPTS")
 			for _, m := range out.Messages {
-				if _, err := fmt.Fprintln(a.stdout, string(m)); err != nil {
-					return err
-				}
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d\t%d\t%d\n", m.ID, m.AOR, dash(m.Sender), fmtTime(m.Received),
+					fmtTime(m.ExpiresAt), m.Pending, m.Delivered, m.Attempts)
 			}
-			return nil
+			return tw.Flush()
 		},
 	})
 	return cmd

@@ -126,6 +126,11 @@ type RedisStoreConfig struct {
 	TLS bool `mapstructure:"tls" doc:"Connect with TLS, verified against the system roots."`
 	// KeyPrefix starts every key sipwake writes. Default: "sipwake:".
 	KeyPrefix string `mapstructure:"key_prefix" doc:"Prefix of every key sipwake writes, so several deployments can share one Redis."`
+	// WaitReplicas is how many replicas must acknowledge a stored MESSAGE (Redis WAIT)
+	// before it is answered 202. Default: 0.
+	WaitReplicas int `mapstructure:"wait_replicas" doc:"Replicas that must acknowledge a stored MESSAGE (Redis WAIT) before it is answered 202. 0: none (then use appendfsync always)."`
+	// WaitTimeout bounds that wait (at most 2s). Default: 1s.
+	WaitTimeout time.Duration `mapstructure:"wait_timeout" doc:"Longest wait for wait_replicas (at most 2s); fewer acknowledgements: the MESSAGE is answered 503."`
 }
 
 // RegistrarConfig configures REGISTER handling.

@@ -29,8 +29,9 @@ func defaultConfig() *Config {
 			Driver:   "embedded",
 			Embedded: EmbeddedStoreConfig{Path: "./data/sipwake.db"},
 			Redis: RedisStoreConfig{
-				Addresses: []string{"127.0.0.1:6379"},
-				KeyPrefix: "sipwake:",
+				Addresses:   []string{"127.0.0.1:6379"},
+				KeyPrefix:   "sipwake:",
+				WaitTimeout: time.Second,
 			},
 		},
 		Registrar: RegistrarConfig{

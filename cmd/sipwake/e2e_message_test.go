@@ -69,6 +69,19 @@ func TestE2EMessageStored(t *testing.T) {
 	if n := len(e.pending(t)); n != 1 {
 		t.Fatalf("%d messages pending, want 1", n)
 	}
+	var listed struct {
+		Messages []struct {
+			AOR     string `json:"aor"`
+			Pending int    `json:"pending"`
+		} `json:"messages"`
+	}
+	adminJSON(t, e.sw, "GET", "/v1/messages/pending", "", &listed)
+	if len(listed.Messages) != 1 || listed.Messages[0].AOR != "sip:1001@pbx.test" || listed.Messages[0].Pending != 1 {
+		t.Errorf("GET /v1/messages/pending: %+v", listed)
+	}
+	if _, raw := adminRaw(t, e.sw, "/v1/messages/pending"); strings.Contains(raw, "Are you there") {
+		t.Errorf("the admin API shows a message body: %s", raw)
+	}
 
 	dev := e.wakeDevice(t, "1001", iosBoth)
 	m := takeMessage(t, dev, e.sw.TCP)
@@ -198,4 +211,10 @@ func TestE2EMessageDedupeAndPassThrough(t *testing.T) {
 	time.Sleep(3500 * time.Millisecond)
 	dev = e.wakeDevice(t, "1001", androidParms)
 	noMore(t, dev, 1500*time.Millisecond)
+}
+
+// adminRaw GETs an admin API path and returns the status and body.
+func adminRaw(t *testing.T, sw *running, path string) (int, string) {
+	t.Helper()
+	return httpGet(t, "http://"+sw.admin.Addr().String()+path)
 }

@@ -181,6 +181,8 @@ func openStore(ctx context.Context, cfg *Config, log *zap.Logger, reg prometheus
 			KeyPrefix:      cfg.Store.Redis.KeyPrefix,
 			NodeID:         cfg.NodeID,
 			Registerer:     reg,
+			WaitReplicas:   cfg.Store.Redis.WaitReplicas,
+			WaitTimeout:    cfg.Store.Redis.WaitTimeout,
 		}
 		if cfg.Store.Redis.PasswordFile != "" {
 			pw, err := readSecret(cfg.Store.Redis.PasswordFile)
@@ -195,6 +197,13 @@ func openStore(ctx context.Context, cfg *Config, log *zap.Logger, reg prometheus
 		st, err := redisstore.Open(octx, opt)
 		if err != nil {
 			return nil, fmt.Errorf("store: %w", err)
+		}
+		// A MESSAGE answered 202 must survive a Redis crash: say so when
+		// the server is not set up for that.
+		if d, err := st.CheckDurability(octx); err == nil {
+			for _, w := range d.Warnings() {
+				log.Warn("stored messages are not durable", zap.String("reason", w))
+			}
 		}
 		return st, nil
 	default:

@@ -100,6 +100,11 @@ func (c *Config) Validate() []Problem {
 
 	c.validatePush(v)
 
+	if r := c.Store.Redis; r.WaitReplicas < 0 {
+		v.add("store.redis.wait_replicas", "must not be negative")
+	} else if r.WaitTimeout <= 0 || r.WaitTimeout > 2*time.Second {
+		v.add("store.redis.wait_timeout", "must be more than 0 and at most 2s")
+	}
 	w := c.Wake
 	v.positive("wake.invite_hold_timeout", w.InviteHoldTimeout)
 	v.oneOf("wake.caller_feedback", w.CallerFeedback, "none", "110", "180", "183")
