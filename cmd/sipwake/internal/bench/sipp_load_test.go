@@ -54,6 +54,7 @@ type settings struct {
 	maxQuiet      time.Duration
 	settle        time.Duration // final memory sample of sipwake, after its last run
 	retryOther    float64       // other_cpu (% of a core) above which a failed run is repeated once
+	keepGoing     bool          // run every rate even after a failed one
 }
 
 func loadSettings(t *testing.T) settings {
@@ -114,6 +115,7 @@ func loadSettings(t *testing.T) settings {
 		}
 		s.devices = n
 	}
+	s.keepGoing = os.Getenv("SIPWAKE_BENCH_KEEP_GOING") == "1"
 	s.tests = []string{"invite", "register"} // the default: pbx-to-device only when asked for
 	if v := os.Getenv("SIPWAKE_BENCH_ONLY"); v != "" {
 		want := map[string]bool{}
@@ -179,6 +181,9 @@ func TestSIPpLoad(t *testing.T) {
 		"  µs/call = that CPU time / successful calls; RSS summed over processes, PSS from smaps_rollup; 'mid' sampled halfway,\n"+
 		"  '+%s' sampled %s after the run. other = the rest of the machine's CPU during the run (shared machine).\n",
 		b.set.secs, b.set.secs, b.set.retryOther, b.set.after, b.set.after)
+	if b.set.keepGoing {
+		b.printf("SIPWAKE_BENCH_KEEP_GOING=1: every rate is run, also after a run with failed calls\n")
+	}
 	b.printf("results directory: %s\n", b.outDir)
 
 	for i, name := range b.set.tests {
@@ -478,7 +483,10 @@ type target struct {
 	finalAt time.Duration
 	// stepping state
 	stopped string
-	best    int
+	// firstFail is the first failed or saturated run (with keepGoing,
+	// the target goes on with the higher rates)
+	firstFail string
+	best      int
 }
 
 type extraProc struct {
@@ -713,15 +721,22 @@ func (b *bench) step(t *testing.T, test string, targets []*target, rates []int, 
 			}
 			b.results = append(b.results, r)
 			b.printRun(r)
+			failed := ""
 			switch {
 			case !tg.alive():
 				tg.stopped = fmt.Sprintf("process exited during the run at %d/s", rate)
 			case r.Failed > 0 || r.ExitCode != 0 || r.OK != r.Count:
-				tg.stopped = fmt.Sprintf("%d failed calls at %d/s", r.Count-r.OK, rate)
+				failed = fmt.Sprintf("%d failed calls at %d/s", r.Count-r.OK, rate)
 			case !r.pass():
-				tg.stopped = fmt.Sprintf("saturated at %d/s: no failed call but only %.0f/s achieved", rate, r.Achieved)
-			default:
+				failed = fmt.Sprintf("saturated at %d/s: no failed call but only %.0f/s achieved", rate, r.Achieved)
+			case tg.firstFail == "":
 				tg.best = rate
+			}
+			if failed != "" && tg.firstFail == "" {
+				tg.firstFail = failed
+			}
+			if failed != "" && !b.set.keepGoing {
+				tg.stopped = failed
 			}
 			if tg.stopped != "" {
 				b.goroutineDump(tg) // now: ~10 s after its last run
@@ -1068,7 +1083,10 @@ func (b *bench) table(test string, targets []*target) {
 	b.printf("\n")
 	for _, tg := range targets {
 		stop := tg.stopped
-		if stop == "" {
+		switch {
+		case stop == "" && tg.firstFail != "":
+			stop = "every rate run (SIPWAKE_BENCH_KEEP_GOING); first failure: " + tg.firstFail
+		case stop == "":
 			stop = "all rates passed"
 		}
 		b.printf("highest rate without a failed call (>= 90%% of it achieved): %-8s %6d/s  (stopped: %s)\n", tg.name, tg.best, stop)
