@@ -94,15 +94,31 @@ type wakeBench struct {
 // raw PBX, with log level level and hold timeout hold.
 func startWakeBench(b *testing.B, level string, hold time.Duration) *wakeBench {
 	b.Helper()
-	addr := storetest.StartRedis(b)
+	return startWakeBenchOn(b, level, hold, wbRedisStore())
+}
+
+// wbRedisStore has the daemon use a fresh redis-server started with the
+// extra arguments args.
+func wbRedisStore(args ...string) func(*testing.B, *Config) {
+	return func(b *testing.B, cfg *Config) {
+		addr := storetest.StartRedis(b, args...)
+		cfg.Store.Driver = "redis"
+		cfg.Store.Redis.Addresses = []string{addr}
+	}
+}
+
+// startWakeBenchOn is startWakeBench with the store that setStore
+// configures (e2eConfig's default: the embedded store in a temporary
+// directory).
+func startWakeBenchOn(b *testing.B, level string, hold time.Duration, setStore func(*testing.B, *Config)) *wakeBench {
+	b.Helper()
 	pbx := proxytest.NewUDP(b, pbxIP)
 	cfg := e2eConfig(b, nil, b.TempDir())
 	cfg.Log.Level = level
 	cfg.SIP.Listen = []string{"udp://127.0.0.1:0", "tcp://127.0.0.1:0"}
 	cfg.Upstream.URI = "sip:" + pbx.Addr()
 	cfg.Upstream.Domains = []string{wbDomain}
-	cfg.Store.Driver = "redis"
-	cfg.Store.Redis.Addresses = []string{addr}
+	setStore(b, cfg)
 	cfg.Wake.InviteHoldTimeout = hold
 	sw := startDaemon(b, cfg)
 	w := &wakeBench{b: b, sw: sw, pbx: pbx, rec: newWBRecorder(),
@@ -437,15 +453,7 @@ func BenchmarkWakeRegisterToInvite(b *testing.B) {
 	register := func(wantInvite bool) (dev *proxytest.UA, got200, gotInv time.Time, inv *sip.Request) {
 		dev = proxytest.DialTCP(b, "", w.sw.TCP)
 		cseq++
-		dev.Send(w.sw.TCP, "REGISTER sip:"+wbDomain+" SIP/2.0\n"+
-			"Via: SIP/2.0/TCP "+dev.Addr()+";branch=z9hG4bK-reg"+strconv.Itoa(cseq)+";rport\n"+
-			"Max-Forwards: 70\n"+
-			"From: <"+aor+">;tag=reg"+user+"\n"+
-			"To: <"+aor+">\n"+
-			"Call-ID: bench-reg-"+user+"\n"+
-			"CSeq: "+strconv.Itoa(cseq)+" REGISTER\n"+
-			"Contact: <sip:"+user+"@"+dev.Addr()+";transport=tcp"+wbPushParams(1)+">;+sip.instance=\""+wbInstance(1)+"\";expires=600\n"+
-			"User-Agent: bench-phone/1.0\n\n")
+		dev.Send(w.sw.TCP, wbRegisterText(dev, user, 1, cseq))
 		for deadline := time.Now().Add(5 * time.Second); got200.IsZero() || (wantInvite && inv == nil); {
 			m, err := dev.Recv(time.Until(deadline))
 			if err != nil {
@@ -468,16 +476,7 @@ func BenchmarkWakeRegisterToInvite(b *testing.B) {
 		}
 		return dev, got200, gotInv, inv
 	}
-	sleep := func(dev *proxytest.UA) {
-		src := dev.Addr()
-		dev.Close()
-		for deadline := time.Now().Add(5 * time.Second); w.sw.srv.FlowAlive("tcp", src); {
-			if time.Now().After(deadline) {
-				b.Fatal("sipwake still holds the closed connection")
-			}
-			time.Sleep(time.Millisecond)
-		}
-	}
+	sleep := w.sleepDevice
 	dev, _, _, _ := register(false)
 	bs := w.sw.bindings(b, aor)
 	if len(bs) != 1 || bs[0].Push == nil {
@@ -521,6 +520,35 @@ func BenchmarkWakeRegisterToInvite(b *testing.B) {
 	b.StopTimer()
 	wbPercentiles(b, "", lat)
 	wbPercentiles(b, "dev-", devLat)
+}
+
+// wbRegisterText is the REGISTER of device idx (its push parameters and
+// instance) for user over dev's TCP connection, with CSeq cseq.
+func wbRegisterText(dev *proxytest.UA, user string, idx, cseq int) string {
+	aor := "sip:" + user + "@" + wbDomain
+	return "REGISTER sip:" + wbDomain + " SIP/2.0\n" +
+		"Via: SIP/2.0/TCP " + dev.Addr() + ";branch=z9hG4bK-reg" + strconv.Itoa(cseq) + ";rport\n" +
+		"Max-Forwards: 70\n" +
+		"From: <" + aor + ">;tag=reg" + user + "\n" +
+		"To: <" + aor + ">\n" +
+		"Call-ID: bench-reg-" + user + "\n" +
+		"CSeq: " + strconv.Itoa(cseq) + " REGISTER\n" +
+		"Contact: <sip:" + user + "@" + dev.Addr() + ";transport=tcp" + wbPushParams(idx) + ">;+sip.instance=\"" + wbInstance(idx) + "\";expires=600\n" +
+		"User-Agent: bench-phone/1.0\n\n"
+}
+
+// sleepDevice closes the device's TCP connection and waits until sipwake
+// has let go of the flow.
+func (w *wakeBench) sleepDevice(dev *proxytest.UA) {
+	b := w.b
+	src := dev.Addr()
+	dev.Close()
+	for deadline := time.Now().Add(5 * time.Second); w.sw.srv.FlowAlive("tcp", src); {
+		if time.Now().After(deadline) {
+			b.Fatal("sipwake still holds the closed connection")
+		}
+		time.Sleep(time.Millisecond)
+	}
 }
 
 // BenchmarkWakeHeldMemory holds wbHeld INVITEs at once; they arrive at
