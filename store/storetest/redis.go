@@ -42,6 +42,32 @@ func RequirePeers() bool {
 // RequirePeers says peers are mandatory.
 func StartRedis(t testing.TB, extra ...string) (addr string) {
 	t.Helper()
+	return StartRedisServer(t, extra...).Addr
+}
+
+// RedisServer is a redis-server started by StartRedisServer. A test can
+// kill it (SIGKILL) and start it again with the same command line: the
+// same port and data directory, so that with persistence on (extra
+// "--appendonly", "yes") it comes back with what it had written.
+type RedisServer struct {
+	// Addr is "127.0.0.1:port"; Dir is the temporary directory passed as
+	// --dir (extra arguments may name another one).
+	Addr, Dir string
+
+	bin  string
+	args []string
+
+	mu      sync.Mutex
+	cmd     *exec.Cmd
+	exited  chan struct{}
+	out     *syncBuffer
+	stopped bool // the test ended: no restart
+}
+
+// StartRedisServer is StartRedis returning the server, for tests that kill
+// and restart it.
+func StartRedisServer(t testing.TB, extra ...string) *RedisServer {
+	t.Helper()
 	bin, err := exec.LookPath("redis-server")
 	if err != nil {
 		if RequirePeers() {
@@ -52,9 +78,31 @@ func StartRedis(t testing.TB, extra ...string) (addr string) {
 	dir := t.TempDir()
 	var lastErr error
 	for range redisStartTries {
-		addr, err := startRedisOnce(t, bin, dir, extra)
+		port, err := freePort()
+		if err != nil {
+			lastErr = err
+			continue
+		}
+		r := &RedisServer{Addr: net.JoinHostPort("127.0.0.1", strconv.Itoa(port)), Dir: dir, bin: bin}
+		r.args = append([]string{
+			"--port", strconv.Itoa(port),
+			"--bind", "127.0.0.1",
+			"--protected-mode", "yes",
+			"--save", "",
+			"--appendonly", "no",
+			"--dir", dir,
+			"--daemonize", "no",
+			"--logfile", "",
+		}, extra...)
+		err = r.start()
 		if err == nil {
-			return addr
+			t.Cleanup(func() {
+				r.mu.Lock()
+				r.stopped = true
+				r.mu.Unlock()
+				r.stop()
+			})
+			return r
 		}
 		if errors.Is(err, errRedisHung) {
 			t.Fatal(err)
@@ -62,72 +110,141 @@ func StartRedis(t testing.TB, extra ...string) (addr string) {
 		lastErr = err // most likely the port was taken meanwhile: retry
 	}
 	t.Fatalf("redis-server did not start after %d tries: %v", redisStartTries, lastErr)
-	return ""
+	return nil
 }
 
 var errRedisHung = errors.New("redis-server did not answer")
 
-// startRedisOnce runs one redis-server on a fresh port. It returns an error
-// when the server exited (the caller retries) or errRedisHung.
-func startRedisOnce(t testing.TB, bin, dir string, extra []string) (string, error) {
-	port, err := freePort()
-	if err != nil {
-		return "", err
-	}
-	addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
-	args := append([]string{
-		"--port", strconv.Itoa(port),
-		"--bind", "127.0.0.1",
-		"--protected-mode", "yes",
-		"--save", "",
-		"--appendonly", "no",
-		"--dir", dir,
-		"--daemonize", "no",
-		"--logfile", "",
-	}, extra...)
-	cmd := exec.Command(bin, args...)
-	var out syncBuffer
-	cmd.Stdout, cmd.Stderr = &out, &out
+// start runs the server's command line once and waits until it answers
+// PING with its own process id. It returns an error when the server
+// exited (the port was taken) or errRedisHung.
+func (r *RedisServer) start() error {
+	cmd := exec.Command(r.bin, r.args...)
+	out := &syncBuffer{}
+	cmd.Stdout, cmd.Stderr = out, out
 	if err := cmd.Start(); err != nil {
-		return "", fmt.Errorf("start redis-server: %w", err)
+		return fmt.Errorf("start redis-server: %w", err)
 	}
 	exited := make(chan struct{})
 	go func() {
 		_ = cmd.Wait()
 		close(exited)
 	}()
-	stop := func() {
-		_ = cmd.Process.Signal(syscall.SIGTERM)
-		select {
-		case <-exited:
-		case <-time.After(redisStopTimeout):
-			_ = cmd.Process.Kill()
-			<-exited
-		}
-	}
+	r.mu.Lock()
+	r.cmd, r.exited, r.out = cmd, exited, out
+	r.mu.Unlock()
 	deadline := time.Now().Add(redisStartTimeout)
 	for {
 		select {
 		case <-exited:
-			return "", fmt.Errorf("redis-server on %s exited: %s", addr, tail(out.String()))
+			return fmt.Errorf("redis-server on %s exited: %s", r.Addr, tail(out.String()))
 		default:
 		}
-		pid, err := RedisPID(addr)
+		pid, err := RedisPID(r.Addr)
 		if err == nil && pid == cmd.Process.Pid {
-			t.Cleanup(stop)
-			return addr, nil
+			return nil
 		}
 		if err == nil {
 			// Another redis answers on this port: ours will fail to bind.
-			stop()
-			return "", fmt.Errorf("port %d answered by another redis-server (pid %d)", port, pid)
+			r.stop()
+			return fmt.Errorf("port %s answered by another redis-server (pid %d)", r.Addr, pid)
 		}
 		if time.Now().After(deadline) {
-			stop()
-			return "", fmt.Errorf("%w on %s within %s: %v; output: %s", errRedisHung, addr, redisStartTimeout, err, tail(out.String()))
+			r.stop()
+			return fmt.Errorf("%w on %s within %s: %v; output: %s", errRedisHung, r.Addr, redisStartTimeout, err, tail(out.String()))
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
+}
+
+// stop ends the running process, if any: SIGTERM, then SIGKILL after a
+// deadline.
+func (r *RedisServer) stop() {
+	r.mu.Lock()
+	cmd, exited := r.cmd, r.exited
+	r.mu.Unlock()
+	if cmd == nil {
+		return
+	}
+	select {
+	case <-exited:
+		return
+	default:
+	}
+	_ = cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-exited:
+	case <-time.After(redisStopTimeout):
+		_ = cmd.Process.Kill()
+		<-exited
+	}
+}
+
+// PID is the process id of the server now running (0 when none runs).
+func (r *RedisServer) PID() int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.cmd == nil {
+		return 0
+	}
+	select {
+	case <-r.exited:
+		return 0
+	default:
+		return r.cmd.Process.Pid
+	}
+}
+
+// Kill sends SIGKILL to the server (by its process id) and waits until
+// the process has exited: nothing it had not written to disk survives.
+func (r *RedisServer) Kill(t testing.TB) {
+	t.Helper()
+	r.mu.Lock()
+	cmd, exited := r.cmd, r.exited
+	r.mu.Unlock()
+	if cmd == nil {
+		return
+	}
+	if err := cmd.Process.Signal(syscall.SIGKILL); err != nil && !errors.Is(err, os.ErrProcessDone) {
+		t.Fatalf("kill redis-server %d: %v", cmd.Process.Pid, err)
+	}
+	select {
+	case <-exited:
+	case <-time.After(redisStopTimeout):
+		t.Fatalf("redis-server %d did not exit after SIGKILL", cmd.Process.Pid)
+	}
+}
+
+// Restart starts the server again with the same command line (port, data
+// directory, persistence) after Kill, and returns once it answers PING.
+// The test fails when it cannot (the port was taken meanwhile, or the
+// server does not come up).
+func (r *RedisServer) Restart(t testing.TB) {
+	t.Helper()
+	r.mu.Lock()
+	stopped, exited := r.stopped, r.exited
+	r.mu.Unlock()
+	if stopped {
+		t.Fatalf("redis-server %s: restart after the test ended", r.Addr)
+	}
+	select {
+	case <-exited:
+	default:
+		t.Fatalf("redis-server %s: restart while it runs (Kill it first)", r.Addr)
+	}
+	if err := r.start(); err != nil {
+		t.Fatalf("restart redis-server on %s: %v", r.Addr, err)
+	}
+}
+
+// Output is what the running (or last) server process printed.
+func (r *RedisServer) Output() string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.out == nil {
+		return ""
+	}
+	return r.out.String()
 }
 
 // freePort returns a TCP port that was free on 127.0.0.1 a moment ago.
