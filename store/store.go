@@ -112,6 +112,11 @@ const (
 	// EventHeldCancelled: a node received a CANCEL for a call another node
 	// holds; Key is the held call's ID.
 	EventHeldCancelled EventKind = "held_cancelled"
+	// EventResync: the subscription was interrupted and is live again
+	// (the Redis connection was re-established); events made meanwhile
+	// may be lost, so the subscriber re-reads the state it depends on.
+	// Only Kind is set; it is never published, only delivered.
+	EventResync EventKind = "resync"
 )
 
 // Event is a change published to every node.
@@ -248,7 +253,8 @@ type Events interface {
 	// the store is closed. Events are best effort (a subscriber that does
 	// not keep up may miss some; each backend documents how) and carry no
 	// ordering guarantee between different writers. A binding that simply
-	// expires produces no event.
+	// expires produces no event. A backend whose subscription can be
+	// interrupted delivers EventResync once it is live again.
 	Subscribe(ctx context.Context) (<-chan Event, error)
 	// Publish sends an event to every subscriber, this node's included.
 	Publish(ctx context.Context, e Event) error

@@ -581,6 +581,19 @@ func (w *Wake) messagesOnRegister(aor, instance string) {
 	w.kick(aor, instance, kickRegistered)
 }
 
+// messagesResync runs a pick-up scan at once when the store's event
+// subscription was interrupted (a Redis restart or failover): a device
+// that registered meanwhile, its event lost, gets its stored messages now
+// rather than at the next periodic scan.
+func (w *Wake) messagesResync(ctx context.Context) {
+	w.log.Info("store events resumed: picking up stored messages")
+	w.wg.Add(1)
+	go func() {
+		defer w.wg.Done()
+		w.sweepMessages(ctx)
+	}()
+}
+
 func contains(l []string, s string) bool {
 	for _, x := range l {
 		if x == s {

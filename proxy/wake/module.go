@@ -276,6 +276,10 @@ func (w *Wake) watch(ctx context.Context, events <-chan store.Event) {
 				if w.cfg.MessageTTL > 0 {
 					go w.messagesOnRegister(e.AOR, e.Instance)
 				}
+			case store.EventResync:
+				if w.cfg.MessageTTL > 0 {
+					w.messagesResync(ctx)
+				}
 			case store.EventHeldCancelled:
 				if c := w.hasCall(e.Key); c != nil {
 					select {

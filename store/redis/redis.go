@@ -496,7 +496,8 @@ func (s *Store) scanAORs(ctx context.Context) ([]string, error) {
 // dropped and counted, so a slow subscriber never stalls the connection.
 // Events published while the subscription's connection is being
 // re-established (go-redis reconnects by itself) are lost: Redis pub/sub
-// is at-most-once.
+// is at-most-once. Once it is re-established the subscriber gets
+// store.EventResync, so that it can re-read what it may have missed.
 func (s *Store) Subscribe(ctx context.Context) (_ <-chan store.Event, err error) {
 	defer func() { s.metrics.Observe(store.OpSubscribe, err) }()
 	if err := s.begin(ctx); err != nil {
@@ -515,7 +516,9 @@ func (s *Store) Subscribe(ctx context.Context) (_ <-chan store.Event, err error)
 	}
 	s.subs.Add(1)
 	s.mu.Unlock()
-	in := ps.Channel(goredis.WithChannelSize(SubscriberBuffer))
+	// With subscriptions: the first was read above, each later one
+	// means the connection was re-established.
+	in := ps.ChannelWithSubscriptions(goredis.WithChannelSize(SubscriberBuffer))
 	out := make(chan store.Event, SubscriberBuffer)
 	dropped := s.metrics.Dropped
 	go func() {
@@ -528,13 +531,23 @@ func (s *Store) Subscribe(ctx context.Context) (_ <-chan store.Event, err error)
 				return
 			case <-s.done:
 				return
-			case m, ok := <-in:
+			case v, ok := <-in:
 				if !ok {
 					return
 				}
 				var ev store.Event
-				if err := json.Unmarshal([]byte(m.Payload), &ev); err != nil {
-					s.metrics.Observe(store.OpSubscribe, err)
+				switch m := v.(type) {
+				case *goredis.Subscription:
+					if m.Kind != "subscribe" {
+						continue
+					}
+					ev.Kind = store.EventResync
+				case *goredis.Message:
+					if err := json.Unmarshal([]byte(m.Payload), &ev); err != nil {
+						s.metrics.Observe(store.OpSubscribe, err)
+						continue
+					}
+				default:
 					continue
 				}
 				select {

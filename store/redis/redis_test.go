@@ -383,3 +383,43 @@ func TestSlowSubscriberDropsAndCounts(t *testing.T) {
 		time.Sleep(20 * time.Millisecond)
 	}
 }
+
+// TestSubscribeResyncAfterRestart: when redis-server dies and comes back,
+// the subscription is re-established by itself and the subscriber gets
+// store.EventResync (events published in the gap are lost), then events
+// flow again.
+func TestSubscribeResyncAfterRestart(t *testing.T) {
+	rs := storetest.StartRedisServer(t)
+	s, err := redis.Open(t.Context(), redis.Options{Addresses: []string{rs.Addr}, NodeID: "n", KeyPrefix: prefixFor(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	ch, err := s.Subscribe(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	next := func(d time.Duration) (store.Event, bool) {
+		select {
+		case ev := <-ch:
+			return ev, true
+		case <-time.After(d):
+			return store.Event{}, false
+		}
+	}
+	rs.Kill(t)
+	rs.Restart(t)
+	ev, ok := next(5 * time.Second)
+	if !ok || ev.Kind != store.EventResync {
+		t.Fatalf("after the restart: %+v (received %v), want %s", ev, ok, store.EventResync)
+	}
+	if _, err := s.PutBinding(t.Context(), storetest.Fixture("sip:back@example.com", "d", "t", time.Hour), 0); err != nil {
+		t.Fatal(err)
+	}
+	if ev, ok := next(5 * time.Second); !ok || ev.Kind != store.EventBindingPut || ev.AOR != "sip:back@example.com" {
+		t.Fatalf("event after the resync: %+v (received %v)", ev, ok)
+	}
+	if ev, ok := next(300 * time.Millisecond); ok {
+		t.Errorf("unexpected event %+v", ev)
+	}
+}
