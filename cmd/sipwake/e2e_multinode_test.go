@@ -5,6 +5,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -63,49 +64,154 @@ func TestE2EWakeTwoNodes(t *testing.T) {
 // A's TCP address and the function that kills it.
 func killableNode(t *testing.T, e *wakeEnv, redisAddr string, hold time.Duration) (string, func()) {
 	t.Helper()
-	cfg := e.sw.cfg
+	cfg := *e.sw.cfg
+	cfg.NodeID = "node-a"
+	cfg.SIP.Listen = []string{"udp://127.0.0.1:0", "tcp://127.0.0.1:0"}
+	cfg.Store.Driver = "redis"
+	cfg.Store.Redis.Addresses = []string{redisAddr}
+	cfg.Wake.InviteHoldTimeout = hold
+	n := startBinaryNode(t, "node A", &cfg)
+	return n.TCP, n.Kill
+}
+
+// binaryNode is sipwake run as the built binary, so that a test can kill
+// it with SIGKILL and start it again with the same config file (same node
+// id, same store: embedded file or Redis, same listeners).
+type binaryNode struct {
+	t       *testing.T
+	name    string
+	bin     string
+	cfgFile string
+
+	mu     sync.Mutex
+	runs   []*syncBuffer // the output of each run, oldest first
+	cmd    *exec.Cmd
+	exited chan struct{}
+
+	// UDP, TCP and Admin are the addresses of the current run.
+	UDP, TCP, Admin string
+}
+
+// startBinaryNode builds sipwake, writes cfg as its config file and starts
+// it; it is killed when the test ends (its log is shown if the test
+// failed). Listeners on port 0 get new ports at each Start: give fixed
+// ports when the PBX or devices must find the node again after a restart.
+func startBinaryNode(t *testing.T, name string, cfg *Config) *binaryNode {
+	t.Helper()
 	dir := t.TempDir()
-	bin := filepath.Join(dir, "sipwake")
-	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
+	n := &binaryNode{t: t, name: name, bin: filepath.Join(dir, "sipwake"), cfgFile: filepath.Join(dir, "sipwake.yaml")}
+	if out, err := exec.Command("go", "build", "-o", n.bin, ".").CombinedOutput(); err != nil {
 		t.Fatalf("go build: %v\n%s", err, out)
 	}
-	yaml := "node_id: node-a\n" +
-		"log: {level: debug}\n" +
-		"sip:\n  listen: [\"udp://127.0.0.1:0\", \"tcp://127.0.0.1:0\"]\n  trusted_sources: [\"" + pbxIP + "/32\"]\n" +
-		"upstream:\n  uri: \"" + cfg.Upstream.URI + "\"\n  domains: [\"pbx.test\"]\n" +
-		"store:\n  driver: redis\n  redis: {addresses: [\"" + redisAddr + "\"]}\n" +
-		"push:\n  ca_file: " + cfg.Push.CAFile + "\n" +
-		"  apns: {key_file: " + cfg.Push.APNs.KeyFile + ", key_id: " + cfg.Push.APNs.KeyID + ", team_id: " + cfg.Push.APNs.TeamID +
-		", url: \"" + cfg.Push.APNs.URL + "\", sandbox_url: \"" + cfg.Push.APNs.SandboxURL + "\"}\n" +
-		"wake: {invite_hold_timeout: " + hold.String() + "}\n" +
-		"ops: {listen: \"127.0.0.1:0\"}\nadmin: {listen: \"127.0.0.3:0\"}\n"
-	cfgFile := filepath.Join(dir, "a.yaml")
-	if err := os.WriteFile(cfgFile, []byte(yaml), 0o600); err != nil {
+	if err := os.WriteFile(n.cfgFile, renderConfigYAML(cfg, ""), 0o600); err != nil {
 		t.Fatal(err)
-	}
-	var logs syncBuffer
-	a := exec.Command(bin, "serve", "-c", cfgFile)
-	a.Stdout, a.Stderr = &logs, &logs
-	if err := a.Start(); err != nil {
-		t.Fatal(err)
-	}
-	exited := make(chan struct{})
-	go func() { _ = a.Wait(); close(exited) }()
-	kill := func() {
-		select {
-		case <-exited:
-		default:
-			_ = a.Process.Kill()
-			<-exited
-		}
 	}
 	t.Cleanup(func() {
-		kill()
+		n.Kill()
 		if t.Failed() {
-			t.Logf("node A log:\n%s", tail(logs.String(), 40))
+			t.Logf("%s log (last 40 lines):\n%s", n.name, tail(n.Logs(), 40))
 		}
 	})
-	return waitListen(t, &logs, "tcp"), kill
+	n.Start()
+	return n
+}
+
+// Start runs the binary (again) and waits until it has started; it sets
+// the node's addresses from its log.
+func (n *binaryNode) Start() {
+	n.t.Helper()
+	n.mu.Lock()
+	running := n.cmd != nil
+	if running {
+		select {
+		case <-n.exited:
+			running = false
+		default:
+		}
+	}
+	n.mu.Unlock()
+	if running {
+		n.t.Fatalf("%s: Start while it runs", n.name)
+	}
+	logs := &syncBuffer{}
+	cmd := exec.Command(n.bin, "serve", "-c", n.cfgFile)
+	cmd.Stdout, cmd.Stderr = logs, logs
+	if err := cmd.Start(); err != nil {
+		n.t.Fatal(err)
+	}
+	exited := make(chan struct{})
+	go func() { _ = cmd.Wait(); close(exited) }()
+	n.mu.Lock()
+	n.runs = append(n.runs, logs)
+	n.cmd, n.exited = cmd, exited
+	n.mu.Unlock()
+	n.UDP, n.TCP = waitListen(n.t, logs, "udp"), waitListen(n.t, logs, "tcp")
+	deadline := time.Now().Add(15 * time.Second)
+	for !strings.Contains(logs.String(), `"msg":"sipwake started"`) {
+		select {
+		case <-exited:
+			n.t.Fatalf("%s exited while starting:\n%s", n.name, logs.String())
+		default:
+		}
+		if time.Now().After(deadline) {
+			n.t.Fatalf("%s did not start:\n%s", n.name, logs.String())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	n.Admin = logField(logs.String(), `"msg":"admin listening"`, "addr")
+}
+
+// Kill sends SIGKILL to the running process (by its pid) and waits until
+// it has exited; nothing when it does not run.
+func (n *binaryNode) Kill() {
+	n.mu.Lock()
+	cmd, exited := n.cmd, n.exited
+	n.mu.Unlock()
+	if cmd == nil {
+		return
+	}
+	select {
+	case <-exited:
+	default:
+		_ = cmd.Process.Kill()
+		<-exited
+	}
+}
+
+// Restart kills the node (SIGKILL) and starts it again with the same
+// config.
+func (n *binaryNode) Restart() {
+	n.t.Helper()
+	n.Kill()
+	n.Start()
+}
+
+// Logs is the output of every run so far.
+func (n *binaryNode) Logs() string {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	var b strings.Builder
+	for i, l := range n.runs {
+		if i > 0 {
+			b.WriteString("--- restarted ---\n")
+		}
+		b.WriteString(l.String())
+	}
+	return b.String()
+}
+
+// logField returns field of the first JSON log line containing marker.
+func logField(logs, marker, field string) string {
+	for _, line := range strings.Split(logs, "\n") {
+		if !strings.Contains(line, marker) {
+			continue
+		}
+		if i := strings.Index(line, `"`+field+`":"`); i >= 0 {
+			rest := line[i+len(field)+4:]
+			return rest[:strings.IndexByte(rest, '"')]
+		}
+	}
+	return ""
 }
 
 // TestE2EWakeNodeKilled: node A (the built binary) holds a call and is
@@ -178,9 +284,8 @@ func waitListen(t *testing.T, logs *syncBuffer, network string) string {
 			if !strings.Contains(line, `"msg":"listening"`) || !strings.Contains(line, `"transport":"`+strings.ToUpper(network)+`"`) {
 				continue
 			}
-			if i := strings.Index(line, `"addr":"`); i >= 0 {
-				rest := line[i+8:]
-				return rest[:strings.IndexByte(rest, '"')]
+			if addr := logField(line, `"msg":"listening"`, "addr"); addr != "" {
+				return addr
 			}
 		}
 		time.Sleep(50 * time.Millisecond)
