@@ -150,6 +150,24 @@ func (c *call) notifyRegistered(instance string) {
 	}
 }
 
+// recheck makes the call look again at every device it knows (after
+// missed binding events): one that registered meanwhile gets the INVITE.
+// It runs under Wake.mu; the device list is read through the
+// registration queue, not the call's own maps.
+func (c *call) recheck() {
+	c.regMu.Lock()
+	c.regList = append(c.regList, recheckAll)
+	c.regMu.Unlock()
+	select {
+	case c.regSig <- struct{}{}:
+	default:
+	}
+}
+
+// recheckAll, queued as an instance, asks the call to look at all its
+// devices.
+const recheckAll = "\x00recheck"
+
 func (c *call) takeRegistered() []string {
 	c.regMu.Lock()
 	defer c.regMu.Unlock()
@@ -268,7 +286,17 @@ func (c *call) onRetry(d *device) {
 //go:noinline
 func (c *call) onRegSig() {
 	for _, inst := range c.takeRegistered() {
-		c.onRegistered(inst)
+		if inst != recheckAll {
+			c.onRegistered(inst)
+			continue
+		}
+		all := make([]string, 0, len(c.devices))
+		for i := range c.devices {
+			all = append(all, i)
+		}
+		for _, i := range all {
+			c.onRegistered(i)
+		}
 	}
 }
 

@@ -494,6 +494,11 @@ func (w *Wake) deliverRound(aor, instance string) bool {
 	if b == nil {
 		return true // not registered: delivered when it registers
 	}
+	if w.cfg.Router == nil || !w.cfg.Router.OwnedElsewhere(*b) {
+		if !w.cfg.Server.FlowAlive(b.Transport, b.Source) {
+			return true // asleep (its connection is gone): when it registers
+		}
+	}
 	if r := w.cfg.Router; r != nil && r.OwnedElsewhere(*b) {
 		return true // the node holding its connection delivers
 	}
@@ -522,7 +527,6 @@ func (w *Wake) deliverRound(aor, instance string) bool {
 			_, _ = w.cfg.Store.Acknowledge(ctx, m.ID, instance)
 			continue
 		}
-		_ = w.cfg.Store.CountAttempt(ctx, m.ID)
 		dctx, dcancel := context.WithTimeout(ctx, deliverTimeout)
 		res, err := w.cfg.Server.Send(dctx, req, t)
 		dcancel()
@@ -537,6 +541,7 @@ func (w *Wake) deliverRound(aor, instance string) bool {
 			}
 			w.log.Info("message refused", append(fields, proxy.Status(res.StatusCode))...)
 		default:
+			_ = w.cfg.Store.CountAttempt(ctx, m.ID)
 			w.metrics.deliveries.WithLabelValues(resultFailed).Inc()
 			if err != nil {
 				fields = append(fields, zap.Error(err))
@@ -568,17 +573,27 @@ func (w *Wake) liveBinding(ctx context.Context, aor, instance string) *store.Bin
 // accepted (on any node), and makes it a target of messages waiting for
 // the AOR's other devices when late delivery is on.
 func (w *Wake) messagesOnRegister(aor, instance string) {
-	if w.cfg.MessageLateDelivery {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		msgs, err := w.cfg.Store.ListMessages(ctx, store.MessageFilter{AOR: aor})
-		for _, m := range msgs {
-			if err == nil && !contains(m.Pending, instance) && !contains(m.Delivered, instance) {
-				_ = w.cfg.Store.AddPending(ctx, m.ID, instance)
-			}
-		}
-		cancel()
-	}
+	// Its own messages first: the late-delivery bookkeeping reads every
+	// message of the AOR and would delay them.
 	w.kick(aor, instance, kickRegistered)
+	if !w.cfg.MessageLateDelivery {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	msgs, err := w.cfg.Store.ListMessages(ctx, store.MessageFilter{AOR: aor})
+	if err != nil {
+		return
+	}
+	added := false
+	for _, m := range msgs {
+		if !contains(m.Pending, instance) && !contains(m.Delivered, instance) {
+			added = w.cfg.Store.AddPending(ctx, m.ID, instance) == nil || added
+		}
+	}
+	if added {
+		w.kick(aor, instance, kickRegistered) // another round, after the running one
+	}
 }
 
 // messagesResync runs a pick-up scan at once when the store's event
@@ -609,12 +624,49 @@ func contains(l []string, s string) bool {
 func (w *Wake) messageHousekeeping(ctx context.Context) {
 	t := time.NewTicker(messageScan)
 	defer t.Stop()
+	w.repushRecent(ctx)
 	for {
 		w.sweepMessages(ctx)
 		select {
 		case <-ctx.Done():
 			return
 		case <-t.C:
+		}
+	}
+}
+
+// repushWindow: messages stored this shortly before a node started may
+// have been answered 202 by a node that died before their push went out.
+const repushWindow = 2 * time.Minute
+
+// repushRecent pushes, once at start, the sleeping devices of messages
+// stored just before this node started (its push may have been lost with
+// the node that stored it; a repeated push collapses with the first).
+func (w *Wake) repushRecent(ctx context.Context) {
+	lctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	live, err := w.cfg.Store.ListMessages(lctx, store.MessageFilter{})
+	if err != nil {
+		return
+	}
+	latest := map[string]store.StoredMessage{} // device → newest message
+	for _, m := range live {
+		if m.Received.Before(w.started.Add(-repushWindow)) || m.Received.After(w.started) {
+			continue
+		}
+		for _, inst := range m.Pending {
+			latest[deviceKey(m.AOR, inst)] = m
+		}
+	}
+	for k, m := range latest {
+		_, inst, _ := strings.Cut(k, "\x00")
+		b := w.liveBinding(lctx, m.AOR, inst)
+		if b == nil || b.Push == nil || (w.cfg.Server != nil && w.cfg.Server.FlowAlive(b.Transport, b.Source)) {
+			continue
+		}
+		msg, err := sip.ParseMessage(m.Request)
+		if req, ok := msg.(*sip.Request); err == nil && ok {
+			w.pushMessage(b, req, m.Sender)
 		}
 	}
 }

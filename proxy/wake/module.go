@@ -277,6 +277,15 @@ func (w *Wake) watch(ctx context.Context, events <-chan store.Event) {
 					go w.messagesOnRegister(e.AOR, e.Instance)
 				}
 			case store.EventResync:
+				// Binding changes made while the subscription was down
+				// were missed: held calls look again at their devices.
+				w.mu.Lock()
+				for _, set := range w.calls {
+					for c := range set {
+						c.recheck()
+					}
+				}
+				w.mu.Unlock()
 				if w.cfg.MessageTTL > 0 {
 					w.messagesResync(ctx)
 				}
