@@ -138,9 +138,15 @@ func TestE2EMessageDurableSipwakeKilled(t *testing.T) {
 			expectLines(t, "sender", res.Messages, "SIP/2.0 202")
 			n.Kill() // the 202 is out: the message must be on disk
 			// (The push goes out after the 202: a kill this early may
-			// take it along; the message itself waits in the store.)
-			t.Logf("pushes before the kill: %d", len(e.fcm.Requests()))
+			// take it along; the message itself waits in the store, and
+			// the restarted node pushes messages stored just before it
+			// started again.)
+			before := len(e.fcm.Requests())
+			t.Logf("pushes before the kill: %d", before)
 			n.Start()
+			if reqs := e.fcm.WaitRequests(t, before+1, 5*time.Second); reqs[len(reqs)-1].Message.Data["sipwake.event"] != "message" {
+				t.Errorf("push after the restart: %v", reqs[len(reqs)-1].Message.Data)
+			}
 
 			dev := e.wakeDevice(t, "1001", androidParms)
 			registered := time.Now()
