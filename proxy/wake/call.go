@@ -185,11 +185,17 @@ func (c *call) takeRegistered() []string {
 // where the request's goroutine carries the whole handler chain.
 func (c *call) run(targets []store.Binding) {
 	done := c.req.Detach()
+	held := false
+	defer func() {
+		if !held { // begin ended the call, or panicked
+			c.cleanup()
+			done()
+		}
+	}()
 	if !c.begin(targets) {
-		c.cleanup()
-		done()
 		return
 	}
+	held = true
 	go func() {
 		defer done()
 		defer c.cleanup()
