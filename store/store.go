@@ -314,8 +314,10 @@ type Messages interface {
 	// ListMessages lists messages in arrival order (Received, then ID).
 	ListMessages(ctx context.Context, f MessageFilter) ([]StoredMessage, error)
 	// MessagesFor returns the live messages still pending for one device
-	// of an AOR, in arrival order.
-	MessagesFor(ctx context.Context, aor, instance string) ([]StoredMessage, error)
+	// of an AOR, in arrival order, at most limit of them (0 = no cap): a
+	// device with many waiting gets the first ones without every message
+	// being read.
+	MessagesFor(ctx context.Context, aor, instance string, limit int) ([]StoredMessage, error)
 	// Acknowledge moves instance from message id's Pending to Delivered,
 	// atomically, and deletes the message when no device is pending. It returns how many
 	// remain; ErrNotFound when the message is absent.

@@ -266,7 +266,7 @@ func mbRegisterToFirst(b *testing.B, setStore func(*testing.B, *Config), waiting
 	pendingCallIDs := func() []string {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
-		ms, err := w.sw.store.MessagesFor(ctx, aor, inst)
+		ms, err := w.sw.store.MessagesFor(ctx, aor, inst, 0)
 		if err != nil {
 			b.Fatal(err)
 		}

@@ -438,11 +438,21 @@ func (w *Wake) kick(aor, instance string, why int) {
 	}
 	d.running[k] = true
 	d.mu.Unlock()
+	late := why == kickRegistered && w.cfg.MessageLateDelivery
 	w.wg.Add(1)
 	go func() {
 		defer w.wg.Done()
 		for {
 			ok := w.deliverRound(aor, instance)
+			if late {
+				// After its own messages went out (the bookkeeping
+				// reads every message of the AOR): messages still
+				// waiting for its other devices become its too.
+				late = false
+				if ok && w.addLate(aor, instance) {
+					continue
+				}
+			}
 			d.mu.Lock()
 			if d.again[k] {
 				delete(d.again, k)
@@ -482,7 +492,7 @@ func (w *Wake) deliverRound(aor, instance string) bool {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
-	msgs, err := w.cfg.Store.MessagesFor(ctx, aor, instance)
+	msgs, err := w.cfg.Store.MessagesFor(ctx, aor, instance, deliverPageSize)
 	if err != nil {
 		w.log.Warn("stored messages not read", proxy.AOR(aor), zap.Error(err))
 		return false
@@ -516,7 +526,34 @@ func (w *Wake) deliverRound(aor, instance string) bool {
 	if err != nil {
 		return true
 	}
+	// Page by page: the first message goes out without every waiting one
+	// being read; each page holds what is still pending after the last.
+	seen := map[string]bool{}
+	for {
+		if !w.deliverPage(ctx, aor, instance, t, msgs, seen) {
+			return false
+		}
+		if len(msgs) < deliverPageSize {
+			return true
+		}
+		if msgs, err = w.cfg.Store.MessagesFor(ctx, aor, instance, deliverPageSize); err != nil {
+			return false
+		}
+		if len(msgs) == 0 || seen[msgs[0].ID] {
+			return true // nothing new (an acknowledgement did not stick: next round)
+		}
+	}
+}
+
+// deliverPageSize is how many stored messages a delivery round reads at
+// once.
+const deliverPageSize = 10
+
+// deliverPage sends one page of messages to a device, in order; it
+// reports false when one could not be delivered (retry later).
+func (w *Wake) deliverPage(ctx context.Context, aor, instance string, t proxy.Target, msgs []store.StoredMessage, seen map[string]bool) bool {
 	for _, m := range msgs {
+		seen[m.ID] = true
 		if time.Now().After(m.Expires) {
 			continue // the sweeper reports it
 		}
@@ -569,21 +606,21 @@ func (w *Wake) liveBinding(ctx context.Context, aor, instance string) *store.Bin
 	return nil
 }
 
-// messagesOnRegister starts deliveries to a device whose registration the PBX
-// accepted (on any node), and makes it a target of messages waiting for
-// the AOR's other devices when late delivery is on.
+// messagesOnRegister starts deliveries to a device whose registration
+// the PBX accepted (on any node); with late delivery on, messages still
+// waiting for the AOR's other devices then become its too.
 func (w *Wake) messagesOnRegister(aor, instance string) {
-	// Its own messages first: the late-delivery bookkeeping reads every
-	// message of the AOR and would delay them.
 	w.kick(aor, instance, kickRegistered)
-	if !w.cfg.MessageLateDelivery {
-		return
-	}
+}
+
+// addLate makes instance a target of the AOR's messages that still wait
+// for another device; it reports whether it added any.
+func (w *Wake) addLate(aor, instance string) bool {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	msgs, err := w.cfg.Store.ListMessages(ctx, store.MessageFilter{AOR: aor})
 	if err != nil {
-		return
+		return false
 	}
 	added := false
 	for _, m := range msgs {
@@ -591,9 +628,7 @@ func (w *Wake) messagesOnRegister(aor, instance string) {
 			added = w.cfg.Store.AddPending(ctx, m.ID, instance) == nil || added
 		}
 	}
-	if added {
-		w.kick(aor, instance, kickRegistered) // another round, after the running one
-	}
+	return added
 }
 
 // messagesResync runs a pick-up scan at once when the store's event

@@ -42,7 +42,7 @@ type Store interface {
 	NodeAlive(ctx context.Context, node string) (bool, error)
 	PutMessage(ctx context.Context, m store.StoredMessage) (bool, error)
 	ListMessages(ctx context.Context, f store.MessageFilter) ([]store.StoredMessage, error)
-	MessagesFor(ctx context.Context, aor, instance string) ([]store.StoredMessage, error)
+	MessagesFor(ctx context.Context, aor, instance string, limit int) ([]store.StoredMessage, error)
 	Acknowledge(ctx context.Context, id, instance string) (int, error)
 	AddPending(ctx context.Context, id, instance string) error
 	CountAttempt(ctx context.Context, id string) error

@@ -310,7 +310,7 @@ func (s *Store) ListMessages(ctx context.Context, f store.MessageFilter) (out []
 
 // MessagesFor implements store.Messages: it walks the AOR's index in
 // arrival order and keeps the live messages pending for instance.
-func (s *Store) MessagesFor(ctx context.Context, aor, instance string) (out []store.StoredMessage, err error) {
+func (s *Store) MessagesFor(ctx context.Context, aor, instance string, limit int) (out []store.StoredMessage, err error) {
 	defer func() { s.metrics.Observe(store.OpMessagesFor, err) }()
 	if err := s.begin(ctx); err != nil {
 		return nil, fail("messages for", err)
@@ -322,7 +322,7 @@ func (s *Store) MessagesFor(ctx context.Context, aor, instance string) (out []st
 			if !m.Expired(now) && slices.Contains(m.Pending, instance) {
 				out = append(out, m)
 			}
-			return true
+			return limit <= 0 || len(out) < limit
 		})
 	})
 	if err != nil {

@@ -298,7 +298,7 @@ func (s *Store) ListMessages(ctx context.Context, f store.MessageFilter) (out []
 // MessagesFor implements store.Messages with one script on the {msg} slot
 // that walks the AOR's index and reads the live messages whose pending
 // devices include instance.
-func (s *Store) MessagesFor(ctx context.Context, aor, instance string) (out []store.StoredMessage, err error) {
+func (s *Store) MessagesFor(ctx context.Context, aor, instance string, limit int) (out []store.StoredMessage, err error) {
 	defer func() { s.metrics.Observe(store.OpMessagesFor, err) }()
 	if err := s.begin(ctx); err != nil {
 		return nil, fail("messages for", err)
@@ -306,7 +306,7 @@ func (s *Store) MessagesFor(ctx context.Context, aor, instance string) (out []st
 	if aor == "" || instance == "" {
 		return []store.StoredMessage{}, nil // no message is stored for either
 	}
-	out, err = s.listMessages(ctx, aor, false, 0, instance)
+	out, err = s.listMessages(ctx, aor, false, limit, instance)
 	if err != nil {
 		return nil, fail("messages for", err)
 	}

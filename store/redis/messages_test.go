@@ -51,7 +51,7 @@ func TestMessageRoundTrips(t *testing.T) {
 					_, err := s.ListMessages(ctx, store.MessageFilter{Limit: 10})
 					return err
 				}, [][]string{evalsha}},
-				{"messages for", func() error { _, err := s.MessagesFor(ctx, m.AOR, "d1"); return err }, [][]string{evalsha}},
+				{"messages for", func() error { _, err := s.MessagesFor(ctx, m.AOR, "d1", 0); return err }, [][]string{evalsha}},
 				{"add pending", func() error { return s.AddPending(ctx, m.ID, "d4") }, [][]string{evalsha}},
 				{"count attempt", func() error { return s.CountAttempt(ctx, m.ID) }, [][]string{evalsha}},
 				{"acknowledge", func() error { _, err := s.Acknowledge(ctx, m.ID, "d1"); return err }, [][]string{evalsha}},
@@ -278,7 +278,7 @@ func TestMessagesAcrossRedisCrash(t *testing.T) {
 				t.Errorf("Message after the crash: pending %q, delivered %q, request equal %v; want [d2], [d1], true",
 					got.Pending, got.Delivered, slices.Equal(got.Request, m.Request))
 			}
-			if ms, err := s2.MessagesFor(ctx, m.AOR, "d2"); err != nil || len(ms) != 1 {
+			if ms, err := s2.MessagesFor(ctx, m.AOR, "d2", 0); err != nil || len(ms) != 1 {
 				t.Errorf("MessagesFor after the crash = %d messages, %v; want 1", len(ms), err)
 			}
 		})

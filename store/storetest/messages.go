@@ -120,7 +120,7 @@ func listMessages(t *testing.T, st store.Store, f store.MessageFilter) []store.S
 
 func messagesFor(t *testing.T, st store.Store, aor, instance string) []store.StoredMessage {
 	t.Helper()
-	ms, err := st.MessagesFor(ctx(t), aor, instance)
+	ms, err := st.MessagesFor(ctx(t), aor, instance, 0)
 	if err != nil {
 		t.Fatalf("MessagesFor(%q, %q): %v", aor, instance, err)
 	}
@@ -319,6 +319,15 @@ func (s *suite) testMessagesFor(t *testing.T) {
 	} {
 		checkMessageList(t, fmt.Sprintf("MessagesFor(%q, %q)", tc.aor, tc.instance),
 			messagesFor(t, b, tc.aor, tc.instance), tc.want...)
+	}
+	// A limit returns the first ones in arrival order, skipping the
+	// expired and the other devices' messages.
+	for limit, want := range map[int][]store.StoredMessage{1: {m1}, 2: {m1, m2}, 3: {m1, m2}} {
+		got, err := b.MessagesFor(ctx(t), alice, "d2", limit)
+		if err != nil {
+			t.Fatalf("MessagesFor(d2, limit %d): %v", limit, err)
+		}
+		checkMessageList(t, fmt.Sprintf("MessagesFor(d2, limit %d)", limit), got, want...)
 	}
 	// A device that took a message no longer gets it; a device added
 	// later does.

@@ -1065,7 +1065,7 @@ func (s *suite) testClose(t *testing.T) {
 		}()},
 		{"Message", func() error { _, err := st.Message(ctx(t), "m"); return err }()},
 		{"ListMessages", func() error { _, err := st.ListMessages(ctx(t), store.MessageFilter{}); return err }()},
-		{"MessagesFor", func() error { _, err := st.MessagesFor(ctx(t), "sip:kim@example.com", "a"); return err }()},
+		{"MessagesFor", func() error { _, err := st.MessagesFor(ctx(t), "sip:kim@example.com", "a", 0); return err }()},
 		{"Acknowledge", func() error { _, err := st.Acknowledge(ctx(t), "m", "a"); return err }()},
 		{"AddPending", st.AddPending(ctx(t), "m", "b")},
 		{"CountAttempt", st.CountAttempt(ctx(t), "m")},
