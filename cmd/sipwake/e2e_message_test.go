@@ -218,3 +218,28 @@ func adminRaw(t *testing.T, sw *running, path string) (int, string) {
 	t.Helper()
 	return httpGet(t, "http://"+sw.admin.Addr().String()+path)
 }
+
+// TestE2EMessageDeviceDropsMidDelivery: the woken device receives the
+// stored MESSAGE and drops its connection before answering; the message
+// stays pending, and when the device registers again it gets it again,
+// with the same Call-ID and CSeq, and answers; then nothing is pending.
+func TestE2EMessageDeviceDropsMidDelivery(t *testing.T) {
+	e := startWakeEnv(t, nil)
+	e.sleepDevice(t, "1001", androidParms)
+	expectLines(t, "sender", e.sendMessage(t, "1001", "again?").Messages, "SIP/2.0 202")
+
+	dev := e.wakeDevice(t, "1001", androidParms)
+	first := dev.ExpectRequest(10*time.Second, sip.MESSAGE)
+	dev.Close() // gone before its 200
+	time.Sleep(300 * time.Millisecond)
+	if n := len(e.pending(t)); n != 1 {
+		t.Fatalf("%d pending after an unanswered delivery, want 1", n)
+	}
+	dev = e.wakeDevice(t, "1001", androidParms)
+	again := takeMessage(t, dev, e.sw.TCP)
+	if again.CallID().Value() != first.CallID().Value() || again.CSeq().SeqNo != first.CSeq().SeqNo {
+		t.Errorf("re-delivery %s/%d, first %s/%d", again.CallID().Value(), again.CSeq().SeqNo, first.CallID().Value(), first.CSeq().SeqNo)
+	}
+	waitNonePending(t, e)
+	noMore(t, dev, 500*time.Millisecond)
+}
