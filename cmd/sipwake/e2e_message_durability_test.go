@@ -169,7 +169,7 @@ func TestE2EMessageDurableSipwakeKilled(t *testing.T) {
 
 // TestE2EMessageDurableKilledMidDelivery: the device registers and gets
 // the stored MESSAGE but has not answered when sipwake is killed; the
-// dead process still holds the device's delivery lease (a minute) in the
+// dead process still holds the device's delivery lease (20 s) in the
 // store. The node restarted with the same id renews that lease: the
 // device, registering again, gets the MESSAGE again (unacknowledged, so
 // re-sent, with the same Call-ID and CSeq) within seconds, not after the

@@ -23,8 +23,10 @@ import (
 const (
 	// deliverTimeout bounds one delivery attempt of one message.
 	deliverTimeout = 10 * time.Second
-	// deliverLease is how long a node holds a device's delivery lease.
-	deliverLease = time.Minute
+	// deliverLease is how long a node holds a device's delivery lease; it
+	// is renewed before each page, so a node that dies mid-round blocks
+	// the others for at most this long.
+	deliverLease = 20 * time.Second
 	// messageScan is how often stored messages are swept (expired ones
 	// removed) and picked up (pending deliveries to registered devices).
 	messageScan = 30 * time.Second
@@ -515,7 +517,9 @@ func (w *Wake) deliverRound(aor, instance string) bool {
 	key := "msg-delivery\x00" + deviceKey(aor, instance)
 	ok, err := w.cfg.Store.Lease(ctx, key, w.cfg.NodeID, deliverLease)
 	if err != nil || !ok {
-		return err == nil // another node delivers
+		// Another node delivers (or died holding the lease): look again
+		// after a backoff rather than only at the next scan.
+		return false
 	}
 	defer func() {
 		rctx, rcancel := context.WithTimeout(context.Background(), 2*time.Second)
@@ -535,6 +539,9 @@ func (w *Wake) deliverRound(aor, instance string) bool {
 		}
 		if len(msgs) < deliverPageSize {
 			return true
+		}
+		if ok, err := w.cfg.Store.Lease(ctx, key, w.cfg.NodeID, deliverLease); err != nil || !ok {
+			return false
 		}
 		if msgs, err = w.cfg.Store.MessagesFor(ctx, aor, instance, deliverPageSize); err != nil {
 			return false
