@@ -222,6 +222,7 @@ func (b *Branch) Transport() string { return strings.ToLower(b.out.Transport()) 
 func (r *Request) OnCancel(f func(cancel *sip.Request)) bool {
 	return r.Tx.OnCancel(func(c *sip.Request) {
 		r.answered.Store(true)
+		r.failed.Store(true) // the transaction layer answered 487
 		f(c)
 	})
 }

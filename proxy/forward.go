@@ -378,6 +378,7 @@ func (s *Server) relay(r *Request, opt ForwardOptions, out *sip.Request, tx sip.
 			defer mu.Unlock()
 			cancelled = true
 			r.answered.Store(true) // the transaction layer answered 487
+			r.failed.Store(true)
 			if gotProv {
 				sendCancel(c.GetHeader("Reason"))
 			}
@@ -520,7 +521,7 @@ func (s *Server) relay2xxRetransmission(r *Request, opt ForwardOptions, res *sip
 		return
 	}
 	s.metrics.response(r.Msg.Method, out.StatusCode, dirOut)
-	if err := r.Tx.Respond(out); err != nil {
+	if r.failed.Load() || r.Tx.Respond(out) != nil {
 		_ = s.tpl.WriteMsg(out)
 	}
 }

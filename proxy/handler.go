@@ -102,8 +102,10 @@ type Request struct {
 	OwnRoute bool
 
 	srv      *Server
+	logOnce  sync.Once
 	log      *zap.Logger
 	answered atomic.Bool
+	failed   atomic.Bool // a final failure (or the 487 to a CANCEL) went upstream
 	detached atomic.Bool
 	finish   func()
 }
@@ -127,9 +129,9 @@ func (r *Request) Server() *Server { return r.srv }
 
 // Log returns the transaction's logger, carrying call_id, method and src.
 func (r *Request) Log() *zap.Logger {
-	if r.log == nil {
+	r.logOnce.Do(func() {
 		r.log = r.srv.log.With(RequestFields(r.Msg, r.Source, r.Transport)...)
-	}
+	})
 	return r.log
 }
 
@@ -159,8 +161,23 @@ func (r *Request) RespondWith(res *sip.Response) {
 	if r.Msg.IsAck() {
 		return
 	}
+	if res.IsSuccess() && r.failed.Load() {
+		// The transaction already sent a failure and would drop this
+		// 2xx silently, but every 2xx must reach the caller (RFC 3261
+		// §16.7 step 5), who then ACKs and ends that dialog.
+		r.srv.metrics.response(r.Msg.Method, res.StatusCode, dirOut)
+		if err := r.srv.tpl.WriteMsg(res); err != nil {
+			if ce := r.Log().Check(zap.DebugLevel, "response not sent"); ce != nil {
+				ce.Write(zap.Int("status", res.StatusCode), zap.Error(err))
+			}
+		}
+		return
+	}
 	if res.StatusCode >= 200 {
 		r.answered.Store(true)
+	}
+	if res.StatusCode >= 300 {
+		r.failed.Store(true)
 	}
 	r.srv.metrics.response(r.Msg.Method, res.StatusCode, dirOut)
 	if err := r.Tx.Respond(res); err != nil {

@@ -59,10 +59,11 @@ func (d *device) waking() bool {
 }
 
 type pushResult struct {
-	d   *device
-	ev  push.Event
-	tok string
-	err error
+	d        *device
+	ev       push.Event
+	tok      string
+	provider string
+	err      error
 }
 
 // call is one held INVITE: its response context (RFC 3261 §16.7) and the
@@ -279,9 +280,10 @@ func (c *call) begin(targets []store.Binding) bool {
 //
 //go:noinline
 func (c *call) onRetry(d *device) {
-	if d.scheduled != nil {
-		d.scheduled = nil
+	if d.scheduled == nil {
+		return // stopped (it rang, or a push went out) after it fired
 	}
+	d.scheduled = nil
 	if !c.finished && !d.delivered && !d.dead && !d.ringing {
 		c.sendPush(d, push.EventCall)
 	}
@@ -446,15 +448,15 @@ func (c *call) sendPush(d *device, ev push.Event) {
 			d.pushedAt = time.Now()
 		}
 	}
-	tok := d.b.Push.Token
+	tok, provider := d.b.Push.Token, d.b.Push.Provider
 	err = c.w.cfg.Pusher.Send(n, func(_ push.Result, err error) {
 		select {
-		case c.pushes <- pushResult{d: d, ev: ev, tok: tok, err: err}:
+		case c.pushes <- pushResult{d: d, ev: ev, tok: tok, provider: provider, err: err}:
 		case <-c.ctx.Done():
 		}
 	})
 	if err != nil {
-		c.onPush(pushResult{d: d, ev: ev, tok: tok, err: err})
+		c.onPush(pushResult{d: d, ev: ev, tok: tok, provider: provider, err: err})
 		return
 	}
 	if ev == push.EventCall {
@@ -467,7 +469,7 @@ func (c *call) sendPush(d *device, ev push.Event) {
 func (c *call) onPush(r pushResult) {
 	d := r.d
 	fields := []zap.Field{zap.String("event", string(r.ev)), zap.String(proxy.FieldInstance, maskInstance(d.b.Instance)),
-		zap.String(proxy.FieldPNProvider, d.b.Push.Provider), proxy.PNToken(r.tok)}
+		zap.String(proxy.FieldPNProvider, r.provider), proxy.PNToken(r.tok)}
 	if r.err == nil {
 		c.w.log.Info("push sent", c.fields(fields...)...)
 		if r.ev == push.EventCall {
@@ -478,7 +480,7 @@ func (c *call) onPush(r pushResult) {
 	fields = append(fields, zap.Error(r.err))
 	if push.IsPermanent(r.err) {
 		c.w.log.Info("push token pruned", c.fields(fields...)...)
-		c.prune(d, r.tok, push.ReasonOf(r.err))
+		c.prune(d, r.tok, r.provider, push.ReasonOf(r.err))
 		if r.ev == push.EventCall {
 			d.dead = true
 			if !c.finished && !c.canAnswer() {
@@ -524,7 +526,7 @@ func backoff(n int) time.Duration {
 
 // prune removes a dead token from the binding, unless a fresh REGISTER
 // replaced it meanwhile.
-func (c *call) prune(d *device, tok, reason string) {
+func (c *call) prune(d *device, tok, provider, reason string) {
 	b := d.b
 	go func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
@@ -536,7 +538,7 @@ func (c *call) prune(d *device, tok, reason string) {
 		}
 		if cleared {
 			if pc, ok := c.w.cfg.Pusher.(pruneCounter); ok {
-				pc.Pruned(b.Push.Provider, reason)
+				pc.Pruned(provider, reason)
 			}
 		}
 	}()
@@ -594,19 +596,26 @@ func (c *call) onRegistered(instance string) {
 	} else if d.branch != nil && !d.branch.Ended() && d.b.Source == b.Source {
 		return // same flow, its branch still pending
 	}
-	if d.branch != nil && !d.branch.Ended() {
-		d.branch.Cancel(nil) // the old flow is gone
+	old := d.branch
+	if old != nil && !old.Ended() {
+		old.Cancel(nil) // the old flow is gone
 	}
 	if d.scheduled != nil {
 		d.scheduled.Stop()
 		d.scheduled = nil
 	}
 	d.b = *b
-	d.delivered = true
+	d.branch = nil
 	c.fork(d)
 	if d.branch == nil {
+		// Its new flow failed too: a later registration may still work.
+		d.branch = old
+		if !c.finished && !c.canAnswer() {
+			c.finishFailed()
+		}
 		return
 	}
+	d.delivered = true
 	now := time.Now()
 	c.w.metrics.delivery.Observe(now.Sub(c.received).Seconds())
 	if d.pushOK || d.pushed {
@@ -644,10 +653,16 @@ func (c *call) onBranch(ev proxy.BranchEvent) {
 		c.provisional = true
 		c.req.RespondWith(res)
 	case code < 300:
+		if d != nil {
+			d.delivered = true // it took the call: no "elsewhere" push for it
+		}
 		c.req.RespondWith(res)
 		c.cancelWhy = sip.NewHeader("Reason", `SIP;cause=200;text="Call completed elsewhere"`)
 		c.end(outcomeAnswered, d)
 	case code >= 600:
+		if d != nil {
+			d.delivered = true
+		}
 		c.req.RespondWith(res)
 		c.cancelWhy = sip.NewHeader("Reason", "SIP;cause="+strconv.Itoa(code)+`;text="`+strings.ReplaceAll(res.Reason, `"`, "")+`"`)
 		c.end(outcomeRejected, d)

@@ -146,6 +146,7 @@ func (w *Wake) acceptMessage(req *proxy.Request, aor, idKey string, targets []st
 		pending[targets[i].Instance] = true
 	}
 	var refusal *sip.Response
+	var took []string // devices that answered it (2xx or a definitive refusal)
 	open := len(byBranch)
 	timer := time.NewTimer(w.cfg.MessageAcceptTimeout)
 	defer timer.Stop()
@@ -162,9 +163,11 @@ wait:
 			switch {
 			case code < 300:
 				delete(pending, b.Instance)
+				took = append(took, b.Instance)
 				req.RespondWith(ev.Response)
 			case !ev.Local && definitive(code):
 				delete(pending, b.Instance)
+				took = append(took, b.Instance)
 				if refusal == nil {
 					refusal = ev.Response
 				}
@@ -183,11 +186,7 @@ wait:
 		}
 		return
 	}
-	// Branches still open may yet deliver: their 2xx acknowledges the
-	// stored copy (in the background, after the answer below).
 	id := messageID(req.Msg, idKey)
-	go w.watchLate(ctx, cancel, events, byBranch, id, open)
-
 	m := store.StoredMessage{
 		ID: id, AOR: aor, Received: req.Received, Expires: req.Received.Add(w.cfg.MessageTTL),
 		Request: []byte(req.Msg.String()), Sender: senderOf(req.Msg),
@@ -199,20 +198,26 @@ wait:
 	for inst := range pending {
 		m.Pending = append(m.Pending, inst)
 	}
+	// Devices that already answered are recorded, so that late delivery
+	// does not give them the message again.
+	m.Delivered = took
 	sctx, scancel := context.WithTimeout(context.Background(), 5*time.Second)
 	created, err := w.cfg.Store.PutMessage(sctx, m)
 	scancel()
 	if err != nil {
+		cancel()
 		w.log.Warn("message not stored", append(proxy.RequestFields(req.Msg, req.Source, req.Transport), proxy.AOR(aor), zap.Error(err))...)
 		if !req.Answered() {
 			req.Respond(503, "Service Unavailable", sip.NewHeader("Retry-After", "5"))
 		}
 		return
 	}
-	if req.Answered() {
-		return // a device took it meanwhile; the copy serves the others
+	// Branches still open may yet deliver: their 2xx acknowledges the
+	// stored copy (the events channel kept what came meanwhile).
+	go w.watchLate(ctx, cancel, events, byBranch, id, open)
+	if !req.Answered() {
+		req.Respond(202, "Accepted")
 	}
-	req.Respond(202, "Accepted")
 	if !created {
 		w.log.Debug("message already stored", proxy.CallID(req.Msg.CallID().Value()), proxy.AOR(aor))
 		return

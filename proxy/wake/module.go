@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -130,6 +131,7 @@ type Wake struct {
 	pushed map[string]time.Time
 
 	dl       deliverer
+	adopting atomic.Bool
 	started  time.Time
 	wg       sync.WaitGroup
 	stop     context.CancelFunc
@@ -313,9 +315,16 @@ func (w *Wake) housekeeping(ctx context.Context) {
 			w.log.Warn("heartbeat failed", zap.Error(err))
 		}
 		cancel()
-		if time.Since(lastScan) >= scanEach {
+		if time.Since(lastScan) >= scanEach && w.adopting.CompareAndSwap(false, true) {
+			// On its own goroutine: a slow store or slow resumed calls
+			// must not make this node's own heartbeat lapse.
 			lastScan = time.Now()
-			w.adopt(ctx)
+			w.wg.Add(1)
+			go func() {
+				defer w.wg.Done()
+				defer w.adopting.Store(false)
+				w.adopt(ctx)
+			}()
 		}
 		now := time.Now()
 		w.mu.Lock()
