@@ -107,7 +107,12 @@ type call struct {
 	best        *sip.Response
 	bestLocal   bool
 	stored      bool // the held record is in the store
-	cancelWhy   sip.Header
+	// storedDevices is how many pushed devices the record lists; heldRaw
+	// is the INVITE it carries; heldDone ends with the last record write.
+	storedDevices int
+	heldRaw       []byte
+	heldDone      chan struct{}
+	cancelWhy     sip.Header
 }
 
 func newCall(w *Wake, req *proxy.Request, aor string, single, allowPush bool) *call {
@@ -788,13 +793,11 @@ func (c *call) end(outcome string, winner *device) {
 	c.tellWaking(outcome)
 	if c.stored {
 		id := c.id
-		go func() {
-			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-			defer cancel()
+		c.heldWrite(func(ctx context.Context) {
 			if err := c.w.cfg.Store.DeleteHeld(ctx, id); err != nil && !errors.Is(err, store.ErrNotFound) {
 				c.w.log.Warn("held call record not removed", c.fields(zap.Error(err))...)
 			}
-		}()
+		})
 	}
 }
 
@@ -856,29 +859,49 @@ func (c *call) feedbackUpstream() {
 	}
 }
 
-// storeHeld writes the held-call record once, off the SIP path.
+// storeHeld writes the held-call record, off the SIP path, each time the
+// set of pushed devices grows (a peer resuming the call needs them all).
+// Writes are ordered, and none happens after the record was deleted.
 func (c *call) storeHeld() {
-	if c.stored {
-		return
-	}
-	c.stored = true
 	h := store.HeldCall{
 		ID: c.id, CallID: c.callID, AOR: c.aor, Node: c.w.cfg.NodeID,
 		Received: c.received, Deadline: c.deadline,
 		Source: c.req.Source, Transport: strings.ToLower(c.req.Transport),
-		Request: heldRequest(c.req.Msg),
 	}
 	for inst, d := range c.devices {
 		if d.pushed {
 			h.Instances = append(h.Instances, inst)
 		}
 	}
-	go func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
+	if c.stored && len(h.Instances) == c.storedDevices {
+		return
+	}
+	if !c.stored {
+		c.heldRaw = heldRequest(c.req.Msg)
+	}
+	h.Request = c.heldRaw
+	c.stored, c.storedDevices = true, len(h.Instances)
+	c.heldWrite(func(ctx context.Context) {
 		if err := c.w.cfg.Store.PutHeld(ctx, h); err != nil {
 			c.w.log.Warn("held call record not stored", c.fields(zap.Error(err))...)
 		}
+	})
+}
+
+// heldWrite runs store writes of the held record one after another, in
+// the order they were made, on a goroutine of their own.
+func (c *call) heldWrite(f func(ctx context.Context)) {
+	prev := c.heldDone
+	done := make(chan struct{})
+	c.heldDone = done
+	go func() {
+		defer close(done)
+		if prev != nil {
+			<-prev
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		f(ctx)
 	}()
 }
 
