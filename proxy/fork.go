@@ -122,11 +122,47 @@ func (b *Branch) run(ctx context.Context, opt ForwardOptions, tx sip.ClientTrans
 		}
 		return !final
 	}
+	// Timer C (RFC 3261 §16.6 step 11): an INVITE branch that got a
+	// provisional response but no final one is cancelled after it, and
+	// given up 64*T1 later if even the CANCEL gets nothing.
+	var (
+		timer  *time.Timer
+		fire   <-chan time.Time
+		giveUp bool
+	)
+	defer func() {
+		if timer != nil {
+			timer.Stop()
+		}
+	}()
+	armC := func() {
+		if !b.out.IsInvite() || giveUp {
+			return
+		}
+		if timer == nil {
+			timer = time.NewTimer(timerC)
+			fire = timer.C
+			return
+		}
+		timer.Reset(timerC)
+	}
 	for {
 		select {
+		case <-fire:
+			if giveUp {
+				tx.Terminate()
+				deliver(sip.NewResponseFromRequest(b.out, 408, "Request Timeout", nil), true)
+				return
+			}
+			b.Cancel(sip.NewHeader("Reason", `SIP;cause=408;text="Timer C"`))
+			giveUp = true
+			timer.Reset(64 * sip.T1)
 		case res := <-responses:
 			s.metrics.response(b.out.Method, res.StatusCode, dirIn)
 			s.upstreamState(opt.Target, true)
+			if res.StatusCode < 200 {
+				armC()
+			}
 			if res.StatusCode == 100 {
 				// Hop by hop, not relayed, but it allows a CANCEL.
 				b.mu.Lock()
