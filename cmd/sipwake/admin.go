@@ -8,7 +8,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"net"
 	"net/http"
 	"os"
 	"strings"
@@ -74,16 +73,12 @@ type adminDeps struct {
 // adminServer serves the admin API on admin.listen. Its lifecycle is opsServer's:
 // construct, Start (binds), Addr, Shutdown.
 type adminServer struct {
-	listen  string
 	token   []byte // empty: no token required
 	deps    adminDeps
 	log     *zap.Logger
 	handler http.Handler
 
-	mu     sync.Mutex
-	srv    *http.Server
-	ln     net.Listener
-	served chan struct{} // closed when Serve returns
+	httpListener
 }
 
 // readAdminToken reads admin.token_file: its first line, surrounding white space removed.
@@ -117,7 +112,8 @@ func newAdminServer(addr string, token string, deps adminDeps, log *zap.Logger) 
 	if strings.ContainsFunc(token, func(r rune) bool { return r <= ' ' || r == 0x7f }) {
 		return nil, errors.New("admin: token holds white space or control characters")
 	}
-	s := &adminServer{listen: addr, token: []byte(token), deps: deps, log: log}
+	s := &adminServer{token: []byte(token), deps: deps, log: log,
+		httpListener: httpListener{name: "admin", listen: addr, writeTimeout: adminPushTimeout + 15*time.Second}}
 	s.handler = http.HandlerFunc(s.serveHTTP)
 	return s, nil
 }
@@ -130,63 +126,11 @@ func (s *adminServer) Handler() http.Handler {
 // Start binds admin.listen and serves in a goroutine. A bind error is returned, so once
 // Start returns nil the port is bound; Addr tells which. ctx bounds the bind only.
 func (s *adminServer) Start(ctx context.Context) error {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.srv != nil {
-		return errors.New("admin: already started")
+	if err := s.start(ctx, s.handler, s.log); err != nil {
+		return err
 	}
-	var lc net.ListenConfig
-	ln, err := lc.Listen(ctx, "tcp", s.listen)
-	if err != nil {
-		return fmt.Errorf("admin: listen: %w", err)
-	}
-	srv := &http.Server{
-		Handler:           s.handler,
-		ReadHeaderTimeout: 5 * time.Second,
-		ReadTimeout:       10 * time.Second,
-		WriteTimeout:      adminPushTimeout + 15*time.Second,
-		IdleTimeout:       60 * time.Second,
-		ErrorLog:          zap.NewStdLog(s.log),
-	}
-	s.srv, s.ln, s.served = srv, ln, make(chan struct{})
-	go func(done chan struct{}) {
-		defer close(done)
-		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
-			s.log.Error("admin listener stopped", zap.Error(err))
-		}
-	}(s.served)
-	s.log.Info("admin listening", zap.String("addr", ln.Addr().String()), zap.Bool("token", len(s.token) > 0))
+	s.log.Info("admin listening", zap.String("addr", s.Addr().String()), zap.Bool("token", len(s.token) > 0))
 	return nil
-}
-
-// Addr returns the bound address, or nil before Start.
-func (s *adminServer) Addr() net.Addr {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.ln == nil {
-		return nil
-	}
-	return s.ln.Addr()
-}
-
-// Shutdown stops accepting, waits for in-flight requests until ctx ends, and returns once
-// the serving goroutine has exited. It is a no-op before Start.
-func (s *adminServer) Shutdown(ctx context.Context) error {
-	s.mu.Lock()
-	srv, done := s.srv, s.served
-	s.mu.Unlock()
-	if srv == nil {
-		return nil
-	}
-	err := srv.Shutdown(ctx)
-	if err != nil {
-		err = errors.Join(fmt.Errorf("admin: shutdown: %w", err), srv.Close())
-	}
-	select {
-	case <-done:
-	case <-ctx.Done():
-	}
-	return err
 }
 
 // adminError is every error answer's body.

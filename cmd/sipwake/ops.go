@@ -3,9 +3,7 @@ package main
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
-	"net"
 	"net/http"
 	"sync"
 	"time"
@@ -41,7 +39,6 @@ func newRegistry() *prometheus.Registry {
 // "starting" state (not ready) until SetStarted; SetDraining turns readiness off again and
 // sets sipwake_draining.
 type opsServer struct {
-	listen   string
 	log      *zap.Logger
 	handler  http.Handler
 	draining prometheus.Gauge
@@ -50,9 +47,8 @@ type opsServer struct {
 	checks     []namedCheck
 	starting   bool
 	isDraining bool
-	srv        *http.Server
-	ln         net.Listener
-	served     chan struct{} // closed when Serve returns
+
+	httpListener
 }
 
 // newOpsServer builds the ops server and registers sipwake_build_info and sipwake_draining
@@ -77,11 +73,11 @@ func newOpsServer(listen string, reg *prometheus.Registry, log *zap.Logger, chec
 		}
 	}
 	s := &opsServer{
-		listen:   listen,
-		log:      log,
-		draining: draining,
-		checks:   append([]namedCheck(nil), checks...),
-		starting: true,
+		httpListener: httpListener{name: "ops", listen: listen, writeTimeout: 30 * time.Second},
+		log:          log,
+		draining:     draining,
+		checks:       append([]namedCheck(nil), checks...),
+		starting:     true,
 	}
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /livez", s.serveLivez)
@@ -130,63 +126,11 @@ func (s *opsServer) Handler() http.Handler {
 // Start binds ops.listen and serves in a goroutine. A bind error is returned, so once
 // Start returns nil the port is bound; Addr tells which. ctx bounds the bind only.
 func (s *opsServer) Start(ctx context.Context) error {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.srv != nil {
-		return errors.New("ops: already started")
+	if err := s.start(ctx, s.handler, s.log); err != nil {
+		return err
 	}
-	var lc net.ListenConfig
-	ln, err := lc.Listen(ctx, "tcp", s.listen)
-	if err != nil {
-		return fmt.Errorf("ops: listen: %w", err)
-	}
-	srv := &http.Server{
-		Handler:           s.handler,
-		ReadHeaderTimeout: 5 * time.Second,
-		ReadTimeout:       10 * time.Second,
-		WriteTimeout:      30 * time.Second,
-		IdleTimeout:       60 * time.Second,
-		ErrorLog:          zap.NewStdLog(s.log),
-	}
-	s.srv, s.ln, s.served = srv, ln, make(chan struct{})
-	go func(done chan struct{}) {
-		defer close(done)
-		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
-			s.log.Error("ops listener stopped", zap.Error(err))
-		}
-	}(s.served)
-	s.log.Info("ops listening", zap.String("addr", ln.Addr().String()))
+	s.log.Info("ops listening", zap.String("addr", s.Addr().String()))
 	return nil
-}
-
-// Addr returns the bound address, or nil before Start.
-func (s *opsServer) Addr() net.Addr {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.ln == nil {
-		return nil
-	}
-	return s.ln.Addr()
-}
-
-// Shutdown stops accepting, waits for in-flight requests until ctx ends, and returns once
-// the serving goroutine has exited. It is a no-op before Start.
-func (s *opsServer) Shutdown(ctx context.Context) error {
-	s.mu.Lock()
-	srv, done := s.srv, s.served
-	s.mu.Unlock()
-	if srv == nil {
-		return nil
-	}
-	err := srv.Shutdown(ctx)
-	if err != nil {
-		err = errors.Join(fmt.Errorf("ops: shutdown: %w", err), srv.Close())
-	}
-	select {
-	case <-done:
-	case <-ctx.Done():
-	}
-	return err
 }
 
 func (s *opsServer) serveLivez(w http.ResponseWriter, _ *http.Request) {
