@@ -267,20 +267,7 @@ func (s *Server) buildForward(r *Request, opt ForwardOptions, tp string) (*sip.R
 	if !opt.NoRecordRoute && !t.Relay && !r.InDialog() && recordRoutes(req.Method) {
 		s.addRecordRoute(r, out, l, t, tp)
 	}
-	params := sip.NewParams()
-	params.Add("branch", branchPrefix+loopHash(req, viaKey(req.Via()))+"."+randomToken())
-	params.Add("rport", "")
-	out.PrependHeader(&sip.ViaHeader{
-		ProtocolName: "SIP", ProtocolVersion: "2.0", Transport: tp,
-		Host: l.advHost, Port: l.advPort, Params: params,
-	})
-	out.SetTransport(tp)
-	out.SetDestination(t.Dest)
-	out.SetSource("")
-	out.Laddr = sip.Addr{}
-	if tp == "UDP" {
-		out.Laddr = udpLaddr(l)
-	}
+	addressOut(out, l, tp, loopHash(req, viaKey(req.Via()))+"."+randomToken(), t.Dest)
 	if opt.Prepare != nil {
 		if err := opt.Prepare(out); err != nil {
 			return nil, err
@@ -289,10 +276,25 @@ func (s *Server) buildForward(r *Request, opt ForwardOptions, tp string) (*sip.R
 	return out, nil
 }
 
-// udpLaddr is the local address UDP requests leave from: the listener's,
-// so that replies come back to the socket that serves them.
-func udpLaddr(l *listener) sip.Addr {
-	return sip.Addr{IP: net.IP(l.bound.Addr().AsSlice()), Port: int(l.bound.Port())}
+// addressOut puts our Via (branch = branchPrefix + branch, rport) on top
+// of an outgoing request and addresses it to dest over transport tp from
+// listener l: UDP requests leave from the listener's own address, so that
+// replies come back to the socket that serves them.
+func addressOut(out *sip.Request, l *listener, tp, branch, dest string) {
+	params := sip.NewParams()
+	params.Add("branch", branchPrefix+branch)
+	params.Add("rport", "")
+	out.PrependHeader(&sip.ViaHeader{
+		ProtocolName: "SIP", ProtocolVersion: "2.0", Transport: tp,
+		Host: l.advHost, Port: l.advPort, Params: params,
+	})
+	out.SetTransport(tp)
+	out.SetDestination(dest)
+	out.SetSource("")
+	out.Laddr = sip.Addr{}
+	if tp == "UDP" {
+		out.Laddr = sip.Addr{IP: net.IP(l.bound.Addr().AsSlice()), Port: int(l.bound.Port())}
+	}
 }
 
 func recordRoutes(m sip.RequestMethod) bool {

@@ -40,20 +40,7 @@ func (s *Server) Send(ctx context.Context, req *sip.Request, t Target) (*sip.Res
 	out.RemoveHeader("Max-Forwards")
 	mf := sip.MaxForwardsHeader(70)
 	out.PrependHeader(&mf)
-	params := sip.NewParams()
-	params.Add("branch", branchPrefix+"o."+randomToken())
-	params.Add("rport", "")
-	out.PrependHeader(&sip.ViaHeader{
-		ProtocolName: "SIP", ProtocolVersion: "2.0", Transport: tp,
-		Host: l.advHost, Port: l.advPort, Params: params,
-	})
-	out.SetTransport(tp)
-	out.SetDestination(t.Dest)
-	out.SetSource("")
-	out.Laddr = sip.Addr{}
-	if tp == "UDP" {
-		out.Laddr = udpLaddr(l)
-	}
+	addressOut(out, l, tp, "o."+randomToken(), t.Dest)
 	s.metrics.request(out.Method, dirOut)
 	tx, responses, release, err := s.launch(out, tp)
 	if err != nil {
