@@ -15,7 +15,6 @@ import (
 
 	"github.com/sipwake/sipwake/proxy"
 	"github.com/sipwake/sipwake/push"
-	"github.com/sipwake/sipwake/registrar"
 	"github.com/sipwake/sipwake/store"
 )
 
@@ -378,23 +377,12 @@ func isReliable(transport string) bool {
 
 // flowAlive reports whether the device's flow can be used now.
 func (c *call) flowAlive(b store.Binding) bool {
-	if r := c.w.cfg.Router; r != nil && r.OwnedElsewhere(b) {
-		return true // its node answers 480 if the connection is gone
-	}
-	return c.req.Server().FlowAlive(b.Transport, b.Source)
+	return c.w.flowUsable(c.req.Server(), &b)
 }
 
 // fork sends the INVITE to the device over its flow.
 func (c *call) fork(d *device) {
-	var (
-		t   proxy.Target
-		err error
-	)
-	if r := c.w.cfg.Router; r != nil && r.OwnedElsewhere(d.b) {
-		t, err = r.RelayTarget(d.b, c.callID)
-	} else {
-		t, err = registrar.TargetFor(d.b)
-	}
+	t, err := c.w.targetFor(&d.b, c.callID)
 	if err != nil {
 		c.w.log.Warn("stored contact unusable", c.fields(zap.Error(err))...)
 		return

@@ -127,7 +127,7 @@ func (w *Wake) acceptMessage(req *proxy.Request, aor, idKey string, targets []st
 	byBranch := map[*proxy.Branch]*store.Binding{}
 	for i := range targets {
 		b := &targets[i]
-		if !w.flowUsable(req, b) {
+		if !w.flowUsable(req.Server(), b) {
 			continue
 		}
 		t, err := w.targetFor(b, req.Msg.CallID().Value())
@@ -265,12 +265,14 @@ func (w *Wake) watchLate(ctx context.Context, cancel context.CancelFunc, events 
 	}
 }
 
-// flowUsable reports whether a device can be offered the message now.
-func (w *Wake) flowUsable(req *proxy.Request, b *store.Binding) bool {
+// flowUsable reports whether a request can be sent to a device now:
+// through the node that owns its flow (which answers 480 when the
+// connection is gone), or over a connection this node holds (UDP always).
+func (w *Wake) flowUsable(srv *proxy.Server, b *store.Binding) bool {
 	if r := w.cfg.Router; r != nil && r.OwnedElsewhere(*b) {
 		return true
 	}
-	return req.Server().FlowAlive(b.Transport, b.Source)
+	return srv.FlowAlive(b.Transport, b.Source)
 }
 
 // targetFor is where a request for b goes from this node.
@@ -511,13 +513,11 @@ func (w *Wake) deliverRound(aor, instance string) bool {
 	if b == nil {
 		return true // not registered: delivered when it registers
 	}
-	if w.cfg.Router == nil || !w.cfg.Router.OwnedElsewhere(*b) {
-		if !w.cfg.Server.FlowAlive(b.Transport, b.Source) {
-			return true // asleep (its connection is gone): when it registers
-		}
-	}
 	if r := w.cfg.Router; r != nil && r.OwnedElsewhere(*b) {
 		return true // the node holding its connection delivers
+	}
+	if !w.cfg.Server.FlowAlive(b.Transport, b.Source) {
+		return true // asleep (its connection is gone): when it registers
 	}
 	key := "msg-delivery\x00" + deviceKey(aor, instance)
 	ok, err := w.cfg.Store.Lease(ctx, key, w.cfg.NodeID, deliverLease)
