@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -50,6 +51,9 @@ type Registrar struct {
 	log      *zap.Logger
 	metrics  *metrics
 	tokenKey []byte // signs binding tokens; from the store, see Start
+
+	nodeURIOnce sync.Once
+	nodeURIText string // Flow.NodeURI of this node's bindings
 }
 
 var (

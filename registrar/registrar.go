@@ -391,7 +391,7 @@ func (r *Registrar) onResponse(ctx context.Context, req *proxy.Request, st *regS
 		Contact:     st.clean.String(),
 		Source:      req.Source,
 		Transport:   strings.ToLower(req.Transport),
-		Flow:        store.Flow{Node: r.cfg.NodeID, Conn: req.Source, NodeURI: nodeURI(req.Server())},
+		Flow:        store.Flow{Node: r.cfg.NodeID, Conn: req.Source, NodeURI: r.nodeURI(req.Server())},
 		Push:        st.push,
 		Token:       st.token,
 		Expires:     now.Add(granted),
@@ -433,13 +433,17 @@ func (r *Registrar) onResponse(ctx context.Context, req *proxy.Request, st *regS
 }
 
 // nodeURI is how other nodes reach this one: its UDP address, else TCP.
-func nodeURI(srv *proxy.Server) string {
-	for _, tp := range []string{"udp", "tcp"} {
-		if u, err := srv.ContactURI(tp, ""); err == nil {
-			return u.String()
+// The listeners do not change once serving, so it is worked out once.
+func (r *Registrar) nodeURI(srv *proxy.Server) string {
+	r.nodeURIOnce.Do(func() {
+		for _, tp := range []string{"udp", "tcp"} {
+			if u, err := srv.ContactURI(tp, ""); err == nil {
+				r.nodeURIText = u.String()
+				return
+			}
 		}
-	}
-	return ""
+	})
+	return r.nodeURIText
 }
 
 // grantedExpiry reads the expiry the PBX granted to our contact.
