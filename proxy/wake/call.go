@@ -473,7 +473,7 @@ func (c *call) onPush(r pushResult) {
 	fields = append(fields, zap.Error(r.err))
 	if push.IsPermanent(r.err) {
 		c.w.log.Info("push token pruned", c.fields(fields...)...)
-		c.prune(d, r.tok, r.provider, push.ReasonOf(r.err))
+		c.w.pruneToken(d.b, r.tok, r.provider, push.ReasonOf(r.err))
 		if r.ev == push.EventCall {
 			d.dead = true
 			if !c.finished && !c.canAnswer() {
@@ -515,26 +515,6 @@ func backoff(n int) time.Duration {
 		d = 8 * time.Second
 	}
 	return d/2 + rand.N(d/2+1)
-}
-
-// prune removes a dead token from the binding, unless a fresh REGISTER
-// replaced it meanwhile.
-func (c *call) prune(d *device, tok, provider, reason string) {
-	b := d.b
-	go func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		cleared, err := c.w.cfg.Store.ClearPush(ctx, b.AOR, b.Instance, tok)
-		if err != nil && !errors.Is(err, store.ErrNotFound) {
-			c.w.log.Warn("push token not pruned", c.fields(zap.Error(err))...)
-			return
-		}
-		if cleared {
-			if pc, ok := c.w.cfg.Pusher.(pruneCounter); ok {
-				pc.Pruned(provider, reason)
-			}
-		}
-	}()
 }
 
 // canAnswer reports whether any device may still answer the call.

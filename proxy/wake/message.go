@@ -335,7 +335,7 @@ func (w *Wake) pushMessage(b *store.Binding, m *sip.Request, sender string) {
 			w.log.Info("push sent", fields...)
 		case push.IsPermanent(err):
 			w.log.Info("push token pruned", append(fields, zap.Error(err))...)
-			w.pruneToken(*b, tok, push.ReasonOf(err))
+			w.pruneToken(*b, tok, t.Provider, push.ReasonOf(err))
 		default:
 			w.log.Info("push failed", append(fields, zap.Error(err))...)
 		}
@@ -368,8 +368,9 @@ func preview(m *sip.Request) string {
 	return body
 }
 
-// pruneToken removes a dead token from a binding (compare-and-clear).
-func (w *Wake) pruneToken(b store.Binding, tok, reason string) {
+// pruneToken removes a dead token from a binding, unless a fresh
+// REGISTER replaced it meanwhile (compare-and-clear), off the SIP path.
+func (w *Wake) pruneToken(b store.Binding, tok, provider, reason string) {
 	go func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
@@ -380,7 +381,7 @@ func (w *Wake) pruneToken(b store.Binding, tok, reason string) {
 		}
 		if cleared {
 			if pc, ok := w.cfg.Pusher.(pruneCounter); ok {
-				pc.Pruned(b.Push.Provider, reason)
+				pc.Pruned(provider, reason)
 			}
 		}
 	}()
