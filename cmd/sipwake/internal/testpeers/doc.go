@@ -31,6 +31,15 @@
 // SelfSignedCert. Kamailio.RPC runs kamcmd against the instance's own
 // control socket; Contacts and ContactDetails parse ul.dump.
 //
+// Options for gateway tests: MaxExpires caps the registrations the
+// registrar grants (default 3600s); TrustedSources lists loopback
+// addresses whose REGISTERs carrying the header X-Sipwake-On-Behalf
+// (OnBehalfHeader) are saved without a digest challenge.
+// Kamailio.SetPassword changes a password at runtime (htable.sets), and
+// Kamailio.SavedRegisters parses the "REGISTER saved ts=... ci=..." line
+// the PBX logs at NOTICE for every saved REGISTER (also with Quiet), so a
+// test can count REGISTERs per second.
+//
 // # SIPp
 //
 // RunSIPp runs a scenario to its end; StartSIPp returns once SIPp's socket

@@ -57,7 +57,24 @@ type KamailioOptions struct {
 	ShmMB int
 	// StartTimeout bounds the start (default 15s).
 	StartTimeout time.Duration
+	// MaxExpires is the longest registration the registrar grants
+	// (registrar max_expires, in whole seconds, at least 1s); a REGISTER
+	// asking for more, or for nothing, gets MaxExpires. 0 keeps 3600s.
+	// min_expires (10s) is lowered to MaxExpires when that is shorter.
+	MaxExpires time.Duration
+	// TrustedSources are IPv4 loopback addresses whose REGISTERs are saved
+	// without a digest challenge when they carry the header
+	// X-Sipwake-On-Behalf (any value): the PBX trusting a gateway's own
+	// refreshes by source address. The AoR is the To URI; its user must be
+	// one of Users (else 404). Without the header a REGISTER from such an
+	// address is challenged as usual. Empty (the default) trusts nobody.
+	TrustedSources []string
 }
+
+// OnBehalfHeader is the header that, on a REGISTER from one of
+// KamailioOptions.TrustedSources, makes Kamailio save it without a digest
+// challenge.
+const OnBehalfHeader = "X-Sipwake-On-Behalf"
 
 // Kamailio is a running Kamailio "PBX" started by StartKamailio.
 type Kamailio struct {
@@ -68,7 +85,7 @@ type Kamailio struct {
 	IP string
 	// Domain is the SIP domain and digest realm.
 	Domain string
-	// Users maps user to password.
+	// Users maps user to password; SetPassword updates it.
 	Users map[string]string
 	// CertFile and KeyFile are the TLS listener's certificate (self-signed,
 	// usable as a CA file by clients) and key; empty without TLS.
@@ -95,6 +112,13 @@ type kamailioConfig struct {
 	Secret                    string
 	Children                  int
 	ChallengeFlags, AuthFlags string
+	// MaxExpires, DefaultExpires and MinExpires are the registrar's
+	// limits in seconds.
+	MaxExpires, DefaultExpires, MinExpires int
+	// TrustedSources are canonical IPv4 addresses (see
+	// KamailioOptions.TrustedSources); OnBehalfHeader names the header.
+	TrustedSources []string
+	OnBehalfHeader string
 }
 
 // StartKamailio renders the PBX config into a temp dir, checks it with
@@ -137,6 +161,8 @@ func StartKamailio(t testing.TB, opts KamailioOptions) *Kamailio {
 	default:
 		t.Fatalf("testpeers: kamailio: unsupported qop %q", opts.QOP)
 	}
+	maxExp, defExp, minExp := registrarExpires(t, opts.MaxExpires)
+	trusted := trustedSources(t, opts.TrustedSources)
 
 	dir := t.TempDir()
 	k := &Kamailio{
@@ -165,6 +191,11 @@ func StartKamailio(t testing.TB, opts KamailioOptions) *Kamailio {
 		Children:       opts.Children,
 		ChallengeFlags: challenge,
 		AuthFlags:      "0",
+		MaxExpires:     maxExp,
+		DefaultExpires: defExp,
+		MinExpires:     minExp,
+		TrustedSources: trusted,
+		OnBehalfHeader: OnBehalfHeader,
 	}
 	if opts.TLS {
 		k.CertFile, k.KeyFile = SelfSignedCert(t, dir, opts.ListenIP, "localhost", opts.Domain)
@@ -182,8 +213,6 @@ verify_certificate = no
 require_certificate = no
 `, k.CertFile, k.KeyFile), 0o644)
 	}
-	tmpl := template.Must(template.ParseFS(testdata, "testdata/kamailio/pbx.cfg.tmpl"))
-
 	var lastErr error
 	for attempt := range 3 {
 		cfg.UDPPort = FreePortOn(t, opts.ListenIP, "udp+tcp")
@@ -191,11 +220,11 @@ require_certificate = no
 		if opts.TLS {
 			cfg.TLSPort = FreePortOn(t, opts.ListenIP, "tcp")
 		}
-		var b strings.Builder
-		if err := tmpl.Execute(&b, cfg); err != nil {
+		rendered, err := renderKamailioConfig(cfg)
+		if err != nil {
 			t.Fatalf("testpeers: render kamailio.cfg: %v", err)
 		}
-		cfgFile := writeFile(t, dir, "kamailio.cfg", b.String(), 0o644)
+		cfgFile := writeFile(t, dir, "kamailio.cfg", rendered, 0o644)
 		kam, err := binPath("kamailio")
 		if err != nil {
 			t.Fatalf("testpeers: %v", err)
@@ -217,6 +246,52 @@ require_certificate = no
 	}
 	t.Fatalf("testpeers: kamailio did not start: %v\n--- %s (tail)\n%s", lastErr, k.LogFile, k.LogTail())
 	return nil
+}
+
+// pbxTemplate is testdata/kamailio/pbx.cfg.tmpl, parsed once.
+var pbxTemplate = template.Must(template.ParseFS(testdata, "testdata/kamailio/pbx.cfg.tmpl"))
+
+// renderKamailioConfig renders the PBX config for cfg.
+func renderKamailioConfig(cfg kamailioConfig) (string, error) {
+	var b strings.Builder
+	if err := pbxTemplate.Execute(&b, cfg); err != nil {
+		return "", err
+	}
+	return b.String(), nil
+}
+
+// registrarExpires turns KamailioOptions.MaxExpires into the registrar's
+// max_expires, default_expires and min_expires in seconds.
+func registrarExpires(t testing.TB, max time.Duration) (maxExp, defExp, minExp int) {
+	t.Helper()
+	maxExp, defExp, minExp = 3600, 3600, 10
+	if max == 0 {
+		return
+	}
+	if max < time.Second || max%time.Second != 0 {
+		t.Fatalf("testpeers: kamailio: MaxExpires %s is not a positive whole number of seconds", max)
+	}
+	maxExp = int(max / time.Second)
+	defExp = min(defExp, maxExp)
+	minExp = min(minExp, maxExp)
+	return
+}
+
+// trustedSources checks KamailioOptions.TrustedSources (IPv4 loopback
+// addresses) and returns them in canonical form, without duplicates.
+func trustedSources(t testing.TB, addrs []string) []string {
+	t.Helper()
+	var out []string
+	seen := map[string]bool{}
+	for _, a := range addrs {
+		checkLoopback(t, a)
+		ip := net.ParseIP(a).To4().String()
+		if !seen[ip] {
+			seen[ip] = true
+			out = append(out, ip)
+		}
+	}
+	return out
 }
 
 func (k *Kamailio) start(t testing.TB, cfgFile string, opts KamailioOptions) error {
@@ -421,6 +496,121 @@ func (k *Kamailio) RemoveContacts(t testing.TB, users ...string) {
 			t.Fatalf("testpeers: kamcmd ul.rm location s:%s: %v\n%s", u, err, out)
 		}
 	}
+}
+
+// SetPassword sets user's password in the running Kamailio (htable.sets
+// on the table "users"; a new user is added) and in k.Users. REGISTERs with
+// the old password are refused from then on. It fails the test when the RPC
+// fails. It must not run concurrently with readers of k.Users.
+func (k *Kamailio) SetPassword(t testing.TB, user, password string) {
+	t.Helper()
+	if user == "" || password == "" || strings.ContainsAny(user+password, ":\\\r\n") {
+		t.Fatalf("testpeers: kamailio user %q: names and passwords must be non-empty and free of ':', '\\' and line breaks", user)
+	}
+	// "s:" keeps kamcmd from sending numeric-looking values as integers.
+	k.RPC(t, "htable.sets", "users", "s:"+user, "s:"+password)
+	out := k.RPC(t, "htable.get", "users", "s:"+user)
+	set := false
+	for line := range strings.SplitSeq(out, "\n") {
+		set = set || strings.TrimSpace(line) == "value: "+password
+	}
+	if !set {
+		t.Fatalf("testpeers: kamailio: htable.get users %s after htable.sets = %q, want value %q", user, out, password)
+	}
+	k.Users[user] = password
+}
+
+// SavedRegister is one REGISTER Kamailio saved (registration, refresh or
+// removal), as logged by the PBX config.
+type SavedRegister struct {
+	// Unix is the time it was saved, in Unix seconds.
+	Unix int64
+	// AOR is the To URI, e.g. "sip:1001@pbx.test".
+	AOR string
+	// CallID is the REGISTER's Call-ID.
+	CallID string
+	// Contact is the (first) Contact header value ("*" for a removal of
+	// all contacts, "" when the REGISTER had none: a fetch).
+	Contact string
+	// Path is the Path header value, "" when there was none.
+	Path string
+}
+
+// savedRegisterMark starts the log line the PBX config writes for every
+// saved REGISTER (at NOTICE level, so also with Quiet).
+const savedRegisterMark = "REGISTER saved ts="
+
+// SavedRegisters reads Kamailio's log and returns every REGISTER it saved
+// so far, oldest first. Counting them per Unix second gives the REGISTER
+// rate the PBX sees. The line is written just after the reply is sent:
+// poll briefly when a test needs the one it just got a 200 for.
+func (k *Kamailio) SavedRegisters() ([]SavedRegister, error) {
+	b, err := os.ReadFile(k.LogFile)
+	if err != nil {
+		return nil, err
+	}
+	return parseSavedRegisters(string(b)), nil
+}
+
+// parseSavedRegisters parses the "REGISTER saved ts=... ci=... aor=...
+// path=... contact=..." lines of a Kamailio log; other lines and a last
+// line still being written (no newline yet) are skipped.
+func parseSavedRegisters(log string) []SavedRegister {
+	var out []SavedRegister
+	if i := strings.LastIndexByte(log, '\n'); i >= 0 {
+		log = log[:i]
+	} else {
+		log = ""
+	}
+	for line := range strings.SplitSeq(log, "\n") {
+		i := strings.Index(line, savedRegisterMark)
+		if i < 0 {
+			continue
+		}
+		rest := line[i+len("REGISTER saved "):]
+		var sr SavedRegister
+		ok := true
+		for _, key := range []string{"ts=", "ci=", "aor="} {
+			var field string
+			field, rest, _ = strings.Cut(rest, " ")
+			val, found := strings.CutPrefix(field, key)
+			if !found {
+				ok = false
+				break
+			}
+			switch key {
+			case "ts=":
+				n, err := strconv.ParseInt(val, 10, 64)
+				if err != nil {
+					ok = false
+				}
+				sr.Unix = n
+			case "ci=":
+				sr.CallID = val
+			case "aor=":
+				sr.AOR = val
+			}
+		}
+		// path may hold ", " between several Path values; the contact is
+		// last and runs to the end of the line.
+		path, contact, found := strings.Cut(rest, " contact=")
+		path, hasPath := strings.CutPrefix(path, "path=")
+		if !ok || !found || !hasPath {
+			continue
+		}
+		sr.Path = xlogValue(path)
+		sr.Contact = xlogValue(contact)
+		out = append(out, sr)
+	}
+	return out
+}
+
+// xlogValue maps xlog's "<null>" (an absent header) to "".
+func xlogValue(s string) string {
+	if s == "<null>" {
+		return ""
+	}
+	return s
 }
 
 // parseULDump parses kamcmd's text rendering of ul.dump into contacts per
