@@ -35,6 +35,8 @@ import (
 //	GET    /v1/calls/held                        {"calls": [wake.HeldInfo...]}
 //	GET    /v1/messages/pending                  {"messages": []}
 //	GET    /v1/log/level, PUT /v1/log/level      {"level": "info"}
+//	GET    /v1/accounts, PUT|DELETE /v1/accounts/{aor}, POST /v1/accounts/rekey,
+//	GET    /v1/registrations[?aor=AOR]           see admin_accounts.go
 //
 // The AOR in a path is written plainly (/v1/bindings/sip:1003@pbx.test) or percent-encoded
 // (/v1/bindings/sip%3A1003%40pbx.test); "1003@pbx.test" without a scheme means sip:. It is
@@ -68,6 +70,9 @@ type adminDeps struct {
 	// Level is the run-time log level; the zero value means it cannot be changed (the
 	// log level endpoints answer 503).
 	Level zap.AtomicLevel
+	// Registrar keeps the on-behalf accounts; nil means the process runs without the
+	// registrar module (the accounts endpoints answer 501).
+	Registrar *registrar.Registrar
 }
 
 // adminServer serves the admin API on admin.listen. Its lifecycle is opsServer's:
@@ -185,9 +190,14 @@ func (s *adminServer) serveHTTP(w http.ResponseWriter, r *http.Request) {
 		methods = map[string]http.HandlerFunc{http.MethodGet: s.pendingMessages}
 	case path == "/v1/log/level":
 		methods = map[string]http.HandlerFunc{http.MethodGet: s.getLogLevel, http.MethodPut: s.putLogLevel}
+	case path == "/v1/accounts":
+		methods = map[string]http.HandlerFunc{http.MethodGet: s.listAccounts}
+	case path == "/v1/accounts/rekey":
+		methods = map[string]http.HandlerFunc{http.MethodPost: s.rekeyAccounts}
 	case strings.HasPrefix(path, "/v1/accounts/"):
-		writeAdminError(w, http.StatusNotImplemented, "on-behalf accounts are not implemented yet")
-		return
+		methods = map[string]http.HandlerFunc{http.MethodPut: s.putAccount, http.MethodDelete: s.deleteAccount}
+	case path == "/v1/registrations":
+		methods = map[string]http.HandlerFunc{http.MethodGet: s.listRegistrations}
 	default:
 		writeAdminError(w, http.StatusNotFound, "no such endpoint: %s", r.URL.Path)
 		return

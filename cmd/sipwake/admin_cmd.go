@@ -33,7 +33,8 @@ type adminCLI struct {
 // adminCmds returns the command groups that call the admin API.
 func (c *cli) adminCmds() []*cobra.Command {
 	a := &adminCLI{cli: c}
-	cmds := []*cobra.Command{a.bindingsCmd(), a.pushCmd(), a.callsCmd(), a.messagesCmd(), a.logCmd()}
+	cmds := []*cobra.Command{a.bindingsCmd(), a.pushCmd(), a.callsCmd(), a.messagesCmd(), a.logCmd(),
+		a.accountsCmd(), a.registrationsCmd()}
 	for _, cmd := range cmds {
 		cmd.PersistentFlags().StringVar(&a.url, "admin", "", "admin API URL (http://host:port); default from admin.listen of the config")
 	}

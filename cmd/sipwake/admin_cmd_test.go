@@ -4,14 +4,18 @@ import (
 	"context"
 	"encoding/json"
 	"net"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
 	"go.uber.org/zap/zapcore"
 
+	"github.com/sipwake/sipwake/proxy"
 	"github.com/sipwake/sipwake/proxy/wake"
 	"github.com/sipwake/sipwake/push"
+	"github.com/sipwake/sipwake/registrar"
+	"github.com/sipwake/sipwake/store"
 )
 
 // adminCLIConfig writes a config file naming f's admin listener and a token file holding
@@ -312,5 +316,183 @@ func TestCLIAdminURL(t *testing.T) {
 		if _, err := parseAdminURL(in); err == nil {
 			t.Errorf("parseAdminURL(%q) accepted", in)
 		}
+	}
+}
+
+func TestCLIAdminAccounts(t *testing.T) {
+	kr := mustKeyring(t, acctKeyNew, acctKeyOld)
+	f := startAdmin(t, adminToken, withRegistrar(t, kr, nil))
+	cfg := adminCLIConfig(t, f, adminToken)
+
+	md5 := mustHA1(t, registrar.AlgMD5, "1003", "pbx.test", acctPassword)
+	sha := mustHA1(t, registrar.AlgSHA256, "1003", "pbx.test", acctPassword)
+	pw2000 := " two spaces  \n" // one trailing newline goes, the rest is the password
+	secrets := []string{md5, sha, acctPassword, strings.TrimSpace(pw2000),
+		mustHA1(t, registrar.AlgMD5, "alice", "asterisk", " two spaces  "), mustHA1(t, registrar.AlgSHA256, "alice", "asterisk", " two spaces  ")}
+	cli := func(args ...string) (int, string, string) {
+		t.Helper()
+		code, out, errOut := runAdminCLI(t, append([]string{"-c", cfg}, args...)...)
+		assertNoneOf(t, strings.Join(args, " "), out+errOut, secrets...)
+		return code, out, errOut
+	}
+
+	if code, out, _ := cli("accounts", "list"); code != exitOK || out != "no accounts\n" {
+		t.Errorf("accounts list (none) = %d %q", code, out)
+	}
+
+	// HA1 files, for any realm.
+	ha1File := writeFile(t, "1003.ha1", md5+"\n")
+	shaFile := writeFile(t, "1003.ha1-sha256", "  "+sha+"\n")
+	code, out, errOut := cli("accounts", "set", "sip:1003@pbx.test", "--ha1-file", ha1File, "--ha1-sha256-file", shaFile)
+	if code != exitOK || out != "stored credentials for sip:1003@pbx.test (realms (any), algorithms MD5,SHA-256, key "+registrar.KeyID(acctKeyNew)+")\n" {
+		t.Fatalf("accounts set --ha1-file = %d %q %q", code, out, errOut)
+	}
+	_, c := openAccount(t, f.store, kr, "sip:1003@pbx.test")
+	if h, _ := c.For("whatever-the-pbx-says", "MD5"); h != md5 || c.Username != "1003" {
+		t.Errorf("stored MD5 HA1 wrong (user %q)", c.Username)
+	}
+	if h, _ := c.For("pbx.test", "SHA-256"); h != sha {
+		t.Error("stored SHA-256 HA1 wrong")
+	}
+
+	// A password file, with a realm and a user name.
+	pwFile := writeFile(t, "2000.pw", pw2000)
+	code, out, _ = cli("-o", "json", "accounts", "set", "2000@pbx.test", "--password-file", pwFile, "--realm", "asterisk", "--username", "alice")
+	var acct adminAccount
+	if err := json.Unmarshal([]byte(out), &acct); err != nil || code != exitOK || acct.AOR != "sip:2000@pbx.test" ||
+		strings.Join(acct.Realms, ",") != "asterisk" || strings.Join(acct.Algorithms, ",") != "MD5,SHA-256" {
+		t.Fatalf("accounts set --password-file -o json = %d %q (%v)", code, out, err)
+	}
+	_, c = openAccount(t, f.store, kr, "sip:2000@pbx.test")
+	if h, _ := c.For("asterisk", "MD5"); h != mustHA1(t, registrar.AlgMD5, "alice", "asterisk", " two spaces  ") || c.Username != "alice" {
+		t.Errorf("password file: HA1 not that of the content less one newline (user %q)", c.Username)
+	}
+	// HA1 files with --realm.
+	code, out, _ = cli("accounts", "set", "sip:3000@pbx.test", "--ha1-file", ha1File, "--realm", "pbx.test")
+	if code != exitOK || !strings.Contains(out, "realms pbx.test, algorithms MD5,") {
+		t.Errorf("accounts set --realm = %d %q", code, out)
+	}
+
+	code, out, _ = cli("accounts", "list")
+	lines := strings.Split(strings.TrimRight(out, "\n"), "\n")
+	if code != exitOK || len(lines) != 4 || !strings.HasPrefix(lines[0], "AOR") || !strings.Contains(lines[0], "REALMS") ||
+		!strings.Contains(lines[1], "sip:1003@pbx.test") || !strings.Contains(lines[1], "(any)") || !strings.Contains(lines[2], "asterisk") {
+		t.Errorf("accounts list = %d:\n%s", code, out)
+	}
+	code, out, _ = cli("-o", "json", "accounts", "list")
+	var list adminAccounts
+	if err := json.Unmarshal([]byte(out), &list); err != nil || code != exitOK || len(list.Accounts) != 3 || strings.Contains(out, "sealed") {
+		t.Errorf("accounts list -o json = %d %s", code, out)
+	}
+
+	// Rekey: nothing under an old key yet, then one account.
+	if code, out, _ := cli("accounts", "rekey"); code != exitOK || out != "re-encrypted 0 account(s) under the current key\n" {
+		t.Errorf("accounts rekey = %d %q", code, out)
+	}
+	oldReg, err := registrar.New(registrar.Config{Keyring: mustKeyring(t, acctKeyOld)}, f.store, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := oldReg.SetPassword(context.Background(), "sip:4000@pbx.test", "", "", acctPassword); err != nil {
+		t.Fatal(err)
+	}
+	if code, out, _ := cli("-o", "json", "accounts", "rekey"); code != exitOK || out != "{\n  \"resealed\": 1\n}\n" {
+		t.Errorf("accounts rekey -o json = %d %q", code, out)
+	}
+	if a, _ := openAccount(t, f.store, kr, "sip:4000@pbx.test"); a.KeyID != registrar.KeyID(acctKeyNew) {
+		t.Errorf("rekeyed account under %s", a.KeyID)
+	}
+	strayReg, err := registrar.New(registrar.Config{Keyring: mustKeyring(t, acctKeyStray)}, f.store, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := strayReg.SetPassword(context.Background(), "sip:5000@pbx.test", "", "", acctPassword); err != nil {
+		t.Fatal(err)
+	}
+	if code, out, errOut := cli("accounts", "rekey"); code != exitConfig || out != "" || !strings.Contains(errOut, "sip:5000@pbx.test") || !strings.Contains(errOut, "HTTP 500") {
+		t.Errorf("accounts rekey with a stray account = %d %q %q", code, out, errOut)
+	}
+
+	// Delete.
+	if code, out, _ := cli("accounts", "delete", "sip:3000@pbx.test"); code != exitOK || out != "deleted the credentials of sip:3000@pbx.test\n" {
+		t.Errorf("accounts delete = %d %q", code, out)
+	}
+	if code, out, _ := cli("-o", "json", "accounts", "delete", "5000@pbx.test"); code != exitOK || out != "{\n  \"aor\": \"sip:5000@pbx.test\",\n  \"deleted\": true\n}\n" {
+		t.Errorf("accounts delete -o json = %d %q", code, out)
+	}
+	if code, out, errOut := cli("accounts", "delete", "sip:3000@pbx.test"); code != exitConfig || out != "" || !strings.Contains(errOut, "no account for sip:3000@pbx.test (HTTP 404)") {
+		t.Errorf("accounts delete again = %d %q %q", code, out, errOut)
+	}
+
+	// Bad files: the message names the file, never its content.
+	badHA1 := writeFile(t, "bad.ha1", "not-a-digest-"+strings.Repeat("q", 19)+"\n")
+	twoLines := writeFile(t, "two.ha1", md5+"\n"+md5+"\n")
+	emptyPW := writeFile(t, "empty.pw", "\n")
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"accounts", "set", "sip:1003@pbx.test", "--ha1-file", badHA1}, "want 32 hex digits"},
+		{[]string{"accounts", "set", "sip:1003@pbx.test", "--ha1-file", twoLines}, "more than one line"},
+		{[]string{"accounts", "set", "sip:1003@pbx.test", "--ha1-file", ha1File, "--ha1-sha256-file", ha1File}, "want 64 hex digits"},
+		{[]string{"accounts", "set", "sip:1003@pbx.test", "--ha1-file", filepath.Join(t.TempDir(), "missing")}, "--ha1-file"},
+		{[]string{"accounts", "set", "sip:1003@pbx.test", "--password-file", emptyPW}, "password is empty"},
+	} {
+		code, out, errOut := cli(tc.args...)
+		if code != exitConfig || out != "" || !strings.Contains(errOut, tc.want) || strings.Contains(errOut, "not-a-digest") {
+			t.Errorf("%v = %d %q %q", tc.args, code, out, errOut)
+		}
+	}
+	// Usage errors.
+	for _, args := range [][]string{
+		{"accounts", "set", "sip:1003@pbx.test"},
+		{"accounts", "set", "sip:1003@pbx.test", "--ha1-file", ha1File, "--password-file", pwFile},
+		{"accounts", "set", "sip:1003@pbx.test", "--ha1-sha256-file", shaFile},
+		{"accounts", "set", "--ha1-file", ha1File},
+		{"accounts", "set", "sip:1003@pbx.test", "--password", "x"},
+		{"accounts", "delete"},
+		{"accounts", "list", "extra"},
+		{"accounts", "frob"},
+	} {
+		code, out, errOut := cli(args...)
+		if code != exitConfig || out != "" || !strings.Contains(errOut, "sipwake --help") {
+			t.Errorf("%v = %d %q %q", args, code, out, errOut)
+		}
+	}
+	// The server refuses what the CLI cannot check: an AOR without a user part.
+	if code, _, errOut := cli("accounts", "set", "sip:pbx.test", "--ha1-file", ha1File); code != exitConfig || !strings.Contains(errOut, "no user part (HTTP 400)") {
+		t.Errorf("set without user part = %d %q", code, errOut)
+	}
+
+	// No key configured: 503 explains which key.
+	g := startAdmin(t, "", withRegistrar(t, nil, nil))
+	gcfg := adminCLIConfig(t, g, "")
+	code, out, errOut = runAdminCLI(t, "-c", gcfg, "accounts", "set", "sip:1003@pbx.test", "--password-file", pwFile)
+	if code != exitConfig || out != "" || !strings.Contains(errOut, "registrar.credentials.key_file") || !strings.Contains(errOut, "HTTP 503") {
+		t.Errorf("set without key = %d %q %q", code, out, errOut)
+	}
+}
+
+func TestCLIAdminRegistrations(t *testing.T) {
+	f := startAdmin(t, adminToken)
+	cfg := adminCLIConfig(t, f, adminToken)
+	if code, out, _ := runAdminCLI(t, "-c", cfg, "registrations", "list"); code != exitOK || out != "no registrations\n" {
+		t.Errorf("registrations list (none) = %d %q", code, out)
+	}
+	toks := seedRegistrations(t, f.store)
+	code, out, _ := runAdminCLI(t, "-c", cfg, "registrations", "list")
+	assertNoneOf(t, "registrations list", out, toks...)
+	lines := strings.Split(strings.TrimRight(out, "\n"), "\n")
+	if code != exitOK || len(lines) != 4 || !strings.HasPrefix(lines[0], "AOR") || !strings.Contains(lines[0], "ON-BEHALF") ||
+		!strings.Contains(out, proxy.Mask(toks[1])) || !strings.Contains(out, "backing_off") || !strings.Contains(out, "2026-03-01T12:20:00Z") {
+		t.Errorf("registrations list = %d:\n%s", code, out)
+	}
+	code, out, _ = runAdminCLI(t, "-c", cfg, "-o", "json", "registrations", "list", "--aor", "sip:2000@pbx.test")
+	var rs adminRegistrations
+	if err := json.Unmarshal([]byte(out), &rs); err != nil || code != exitOK || len(rs.Registrations) != 1 || rs.Registrations[0].State != store.RegPushOnly {
+		t.Errorf("registrations list --aor -o json = %d %s", code, out)
+	}
+	if code, _, _ := runAdminCLI(t, "-c", cfg, "registrations", "list", "extra"); code != exitConfig {
+		t.Errorf("registrations list extra = %d", code)
 	}
 }

@@ -16,7 +16,9 @@ import (
 
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
+	"go.uber.org/zap/zaptest/observer"
 
+	"github.com/sipwake/sipwake/proxy"
 	"github.com/sipwake/sipwake/proxy/wake"
 	"github.com/sipwake/sipwake/push"
 	"github.com/sipwake/sipwake/registrar"
@@ -144,6 +146,12 @@ func withoutPush(d *adminDeps) { d.Push = nil }
 // fake notifier, and stops it at the end of the test.
 func startAdmin(t *testing.T, token string, opts ...adminOpt) *adminFixture {
 	t.Helper()
+	return startAdminLog(t, token, zap.NewNop(), opts...)
+}
+
+// startAdminLog is startAdmin with the admin server logging to log.
+func startAdminLog(t *testing.T, token string, log *zap.Logger, opts ...adminOpt) *adminFixture {
+	t.Helper()
 	f := &adminFixture{token: token, store: openAdminStore(t), push: &fakeNotifier{}, level: zap.NewAtomicLevelAt(zapcore.InfoLevel)}
 	f.push.fail = map[string]error{
 		tokDead: &push.Error{Provider: push.ProviderAPNs, Status: http.StatusGone, Reason: push.ReasonUnregistered,
@@ -162,7 +170,7 @@ func startAdmin(t *testing.T, token string, opts ...adminOpt) *adminFixture {
 	for _, o := range opts {
 		o(&deps)
 	}
-	s, err := newAdminServer("127.0.0.1:0", token, deps, zap.NewNop())
+	s, err := newAdminServer("127.0.0.1:0", token, deps, log)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -215,11 +223,17 @@ func (f *adminFixture) doToken(t *testing.T, method, path, body, token string) (
 	if err != nil {
 		t.Fatal(err)
 	}
-	if ct := resp.Header.Get("Content-Type"); ct != "application/json" {
-		t.Errorf("%s %s: Content-Type %q", method, path, ct)
-	}
-	if !json.Valid(data) {
-		t.Errorf("%s %s: body is not JSON: %q", method, path, data)
+	if resp.StatusCode == http.StatusNoContent {
+		if len(data) != 0 {
+			t.Errorf("%s %s: 204 with a body: %q", method, path, data)
+		}
+	} else {
+		if ct := resp.Header.Get("Content-Type"); ct != "application/json" {
+			t.Errorf("%s %s: Content-Type %q", method, path, ct)
+		}
+		if !json.Valid(data) {
+			t.Errorf("%s %s: body is not JSON: %q", method, path, data)
+		}
 	}
 	assertNoSecrets(t, method+" "+path, string(data))
 	return resp.StatusCode, string(data), resp.Header
@@ -309,6 +323,12 @@ func TestAdminRouting(t *testing.T) {
 		{http.MethodDelete, "/v1/log/level", http.StatusMethodNotAllowed, "GET, PUT"},
 		{http.MethodPost, "/v1/calls/held", http.StatusMethodNotAllowed, "GET"},
 		{http.MethodPut, "/v1/accounts/sip:1003@pbx.test", http.StatusNotImplemented, ""},
+		{http.MethodGet, "/v1/accounts", http.StatusNotImplemented, ""},
+		{http.MethodPost, "/v1/accounts/rekey", http.StatusNotImplemented, ""},
+		{http.MethodGet, "/v1/accounts/sip:1003@pbx.test", http.StatusMethodNotAllowed, "PUT, DELETE"},
+		{http.MethodPut, "/v1/accounts", http.StatusMethodNotAllowed, "GET"},
+		{http.MethodGet, "/v1/accounts/rekey", http.StatusMethodNotAllowed, "POST"},
+		{http.MethodPost, "/v1/registrations", http.StatusMethodNotAllowed, "GET"},
 	} {
 		code, body, hdr := f.do(t, tc.method, tc.path, "")
 		wantError(t, tc.method+" "+tc.path, code, body, tc.code, "")
@@ -742,4 +762,378 @@ func TestAdminTokenFile(t *testing.T) {
 	if _, err := readAdminToken(filepath.Join(dir, "missing")); err == nil {
 		t.Error("missing file accepted")
 	}
+}
+
+// Credentials keys of the accounts tests.
+var (
+	acctKeyOld   = []byte("old-credentials-key-0123456789ab")
+	acctKeyNew   = []byte("new-credentials-key-0123456789ab")
+	acctKeyStray = []byte("stray-credentials-key-0123456789")
+)
+
+const acctPassword = "correct horse battery staple"
+
+// withRegistrar gives the admin server a registrar over its store whose credentials
+// keyring is kr (nil: no key configured), logging to log.
+func withRegistrar(t *testing.T, kr *registrar.Keyring, log *zap.Logger) adminOpt {
+	return func(d *adminDeps) {
+		r, err := registrar.New(registrar.Config{Keyring: kr}, d.Store, log, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		d.Registrar = r
+	}
+}
+
+func mustKeyring(t *testing.T, current []byte, old ...[]byte) *registrar.Keyring {
+	t.Helper()
+	kr, err := registrar.NewKeyring(current, old...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return kr
+}
+
+func mustHA1(t *testing.T, alg, user, realm, password string) string {
+	t.Helper()
+	h, err := registrar.HA1(alg, user, realm, password)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return h
+}
+
+// openAccount reads aor's account from st and opens it with kr.
+func openAccount(t *testing.T, st store.Store, kr *registrar.Keyring, aor string) (store.Account, registrar.Credentials) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	a, err := st.Account(ctx, aor)
+	if err != nil {
+		t.Fatalf("account %s: %v", aor, err)
+	}
+	c, err := kr.Open(a)
+	if err != nil {
+		t.Fatalf("open account %s: %v", aor, err)
+	}
+	return a, c
+}
+
+// seedRegistrations stores two upstream registration records of sip:1003@pbx.test and
+// one of sip:2000@pbx.test; it returns their contact tokens.
+func seedRegistrations(t *testing.T, st store.Store) []string {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	base := time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
+	rs := []store.Registration{
+		{Token: "regtok-1003-apns-7f3a9c2e5b1d", AOR: "sip:1003@pbx.test", Instance: instAPNs, OnBehalf: true, Transport: "udp",
+			Expires: base.Add(time.Hour), DeviceExpires: base.Add(24 * time.Hour), LastSeen: base, RefreshAt: base.Add(50 * time.Minute),
+			Due: base.Add(50 * time.Minute), State: store.RegActive},
+		{Token: "regtok-1003-fcm0-4c8e2a6f0b9d", AOR: "sip:1003@pbx.test", Instance: instFCM, OnBehalf: true, Transport: "udp",
+			Expires: base.Add(20 * time.Minute), DeviceExpires: base.Add(24 * time.Hour), LastSeen: base, RefreshAt: base.Add(2 * time.Minute),
+			Due: base.Add(2 * time.Minute), State: store.RegBackingOff, Failures: 2},
+		{Token: "regtok-2000-voip-1a2b3c4d5e6f", AOR: "sip:2000@pbx.test", Instance: instVoIPOne,
+			Expires: base.Add(time.Hour), DeviceExpires: base.Add(time.Hour), LastSeen: base, Due: base.Add(40 * time.Minute), State: store.RegPushOnly},
+	}
+	var toks []string
+	for _, r := range rs {
+		if _, err := st.PutRegistration(ctx, r, false); err != nil {
+			t.Fatal(err)
+		}
+		toks = append(toks, r.Token)
+	}
+	return toks
+}
+
+// assertNoneOf fails when s holds any of secrets.
+func assertNoneOf(t *testing.T, what, s string, secrets ...string) {
+	t.Helper()
+	for _, sec := range secrets {
+		if sec != "" && strings.Contains(s, sec) {
+			t.Errorf("%s holds a secret (%s…)", what, sec[:6])
+		}
+	}
+}
+
+func TestAdminAccounts(t *testing.T) {
+	core, logs := observer.New(zapcore.DebugLevel)
+	lg := zap.New(core)
+	kr := mustKeyring(t, acctKeyNew)
+	f := startAdminLog(t, adminToken, lg, withRegistrar(t, kr, lg))
+	seedRegistrations(t, f.store)
+
+	md5 := mustHA1(t, registrar.AlgMD5, "1003", "pbx.test", acctPassword)
+	sha := mustHA1(t, registrar.AlgSHA256, "1003", "pbx.test", acctPassword)
+	ha1For2000 := mustHA1(t, registrar.AlgMD5, "u2000", "asterisk", "other secret")
+	secrets := []string{acctPassword, md5, sha, ha1For2000, strings.ToUpper(ha1For2000)}
+	do := func(method, path, body string) (int, string) {
+		t.Helper()
+		code, out, _ := f.do(t, method, path, body)
+		assertNoneOf(t, method+" "+path, out, secrets...)
+		return code, out
+	}
+
+	if code, body := do(http.MethodGet, "/v1/accounts", ""); code != 200 || body != `{"accounts":[]}`+"\n" {
+		t.Errorf("no accounts = %d %s", code, body)
+	}
+
+	// By password: HA1s for the AOR's domain, both algorithms.
+	code, body := do(http.MethodPut, "/v1/accounts/sip:1003@pbx.test", `{"password":"`+acctPassword+`"}`)
+	if code != 200 {
+		t.Fatalf("PUT password = %d %s", code, body)
+	}
+	var raw map[string]any
+	if err := json.Unmarshal([]byte(body), &raw); err != nil {
+		t.Fatal(err)
+	}
+	for _, k := range []string{"sealed", "ha1", "password", "credentials"} {
+		if _, ok := raw[k]; ok {
+			t.Errorf("PUT answer has a %q field: %s", k, body)
+		}
+	}
+	var acct adminAccount
+	if err := json.Unmarshal([]byte(body), &acct); err != nil {
+		t.Fatal(err)
+	}
+	if acct.AOR != "sip:1003@pbx.test" || acct.KeyID != registrar.KeyID(acctKeyNew) ||
+		strings.Join(acct.Realms, ",") != "pbx.test" || strings.Join(acct.Algorithms, ",") != "MD5,SHA-256" ||
+		acct.Updated.IsZero() || time.Since(acct.Updated) > time.Minute {
+		t.Errorf("PUT password answer %s", body)
+	}
+	// The AOR's registrations: the most troubled state, the earliest expiry.
+	if acct.State != store.RegBackingOff || !acct.UpstreamExpires.Equal(time.Date(2026, 3, 1, 12, 20, 0, 0, time.UTC)) || len(acct.Registrations) != 2 {
+		t.Errorf("PUT answer registrations: state %q expires %s, %d records", acct.State, acct.UpstreamExpires, len(acct.Registrations))
+	}
+	if !strings.Contains(body, `"upstream_expires_at":"2026-03-01T12:20:00Z"`) || !strings.Contains(body, `"updated":"`) {
+		t.Errorf("PUT answer JSON %s", body)
+	}
+	_, c := openAccount(t, f.store, kr, "sip:1003@pbx.test")
+	if h, ok := c.For("pbx.test", "MD5"); !ok || h != md5 || c.Username != "1003" {
+		t.Errorf("stored MD5 HA1 wrong (user %q)", c.Username)
+	}
+	if h, ok := c.For("pbx.test", "SHA-256"); !ok || h != sha {
+		t.Error("stored SHA-256 HA1 wrong")
+	}
+
+	// By HA1, the AOR percent-encoded and scheme-less, the digest upper case.
+	code, body = do(http.MethodPut, "/v1/accounts/2000%40pbx.test",
+		`{"ha1":[{"realm":"","algorithm":"md5","ha1":"`+strings.ToUpper(ha1For2000)+`"}],"username":"u2000"}`)
+	if code != 200 || !strings.Contains(body, `"aor":"sip:2000@pbx.test"`) || !strings.Contains(body, `"realms":[""]`) ||
+		!strings.Contains(body, `"algorithms":["MD5"]`) || !strings.Contains(body, `"state":"push_only"`) {
+		t.Errorf("PUT ha1 = %d %s", code, body)
+	}
+	_, c = openAccount(t, f.store, kr, "sip:2000@pbx.test")
+	if h, ok := c.For("asterisk", "MD5"); !ok || h != ha1For2000 || c.Username != "u2000" {
+		t.Errorf("stored HA1 of sip:2000 wrong (user %q)", c.Username)
+	}
+	// Password with an explicit realm and user name.
+	code, body = do(http.MethodPut, "/v1/accounts/sip:3000@pbx.test", `{"password":"`+acctPassword+`","username":"bob","realm":"asterisk"}`)
+	if code != 200 || !strings.Contains(body, `"realms":["asterisk"]`) || strings.Contains(body, `"state"`) {
+		t.Errorf("PUT password realm = %d %s", code, body)
+	}
+	_, c = openAccount(t, f.store, kr, "sip:3000@pbx.test")
+	if h, _ := c.For("asterisk", "MD5"); h != mustHA1(t, registrar.AlgMD5, "bob", "asterisk", acctPassword) {
+		t.Error("HA1 of bob@asterisk wrong")
+	}
+
+	// The list: no secret, no sealed bytes.
+	code, body = do(http.MethodGet, "/v1/accounts", "")
+	var list adminAccounts
+	if err := json.Unmarshal([]byte(body), &list); err != nil || code != 200 || len(list.Accounts) != 3 {
+		t.Fatalf("list = %d %s (%v)", code, body, err)
+	}
+	if a := list.Accounts[0]; a.AOR != "sip:1003@pbx.test" || a.State != store.RegBackingOff || strings.Join(a.Algorithms, ",") != "MD5,SHA-256" ||
+		a.KeyID != registrar.KeyID(acctKeyNew) {
+		t.Errorf("listed %+v", a)
+	}
+	if strings.Contains(body, "sealed") || strings.Contains(body, `"ha1"`) {
+		t.Errorf("list shows credentials: %s", body)
+	}
+
+	// Bad input.
+	for _, tc := range []struct{ path, body, want string }{
+		{"/v1/accounts/sip:1003@pbx.test", `{"password":"x","ha1":[{"algorithm":"MD5","ha1":"` + md5 + `"}]}`, "not both"},
+		{"/v1/accounts/sip:1003@pbx.test", `{}`, "give password, or ha1"},
+		{"/v1/accounts/sip:1003@pbx.test", `{"ha1":[]}`, "give password, or ha1"},
+		{"/v1/accounts/sip:1003@pbx.test", `{"password":""}`, "password is empty"},
+		{"/v1/accounts/sip:1003@pbx.test", `{"ha1":[{"algorithm":"MD5","ha1":"` + md5[:31] + `"}]}`, "32 hex digits"},
+		{"/v1/accounts/sip:1003@pbx.test", `{"ha1":[{"algorithm":"MD5","ha1":"` + strings.Repeat("z", 32) + `"}]}`, "32 hex digits"},
+		{"/v1/accounts/sip:1003@pbx.test", `{"ha1":[{"algorithm":"SHA-256","ha1":"` + md5 + `"}]}`, "64 hex digits"},
+		{"/v1/accounts/sip:1003@pbx.test", `{"ha1":[{"algorithm":"SHA-512-256","ha1":"` + md5 + `"}]}`, "unsupported algorithm"},
+		{"/v1/accounts/sip:1003@pbx.test", `{"ha1":[{"ha1":"` + md5 + `"},{"algorithm":"MD5","ha1":"` + md5 + `"}]}`, "second MD5"},
+		{"/v1/accounts/sip:1003@pbx.test", `{"realm":"x","ha1":[{"ha1":"` + md5 + `"}]}`, "realm goes with password"},
+		{"/v1/accounts/sip:1003@pbx.test", `{"password":"x","secret":"y"}`, "unknown field"},
+		{"/v1/accounts/sip:1003@pbx.test", `{"password":"x"} {}`, "more than one"},
+		{"/v1/accounts/sip:1003@pbx.test", `[`, "request body"},
+		{"/v1/accounts/sip:pbx.test", `{"password":"x"}`, "no user part"},
+		{"/v1/accounts/", `{"password":"x"}`, "empty aor"},
+	} {
+		code, body := do(http.MethodPut, tc.path, tc.body)
+		wantError(t, "PUT "+tc.path+" "+tc.body, code, body, http.StatusBadRequest, tc.want)
+		assertNoneOf(t, "400 answer", body, md5[:31], strings.Repeat("z", 32))
+	}
+	// Refused requests changed nothing.
+	if _, c := openAccount(t, f.store, kr, "sip:1003@pbx.test"); len(c.HA1) != 2 {
+		t.Errorf("refused PUTs changed the account: %d HA1s", len(c.HA1))
+	}
+
+	// Delete: 204, then 404.
+	if code, body := do(http.MethodDelete, "/v1/accounts/sip:2000@pbx.test", ""); code != http.StatusNoContent || body != "" {
+		t.Errorf("DELETE = %d %q", code, body)
+	}
+	code, body = do(http.MethodDelete, "/v1/accounts/sip%3A2000%40pbx.test", "")
+	wantError(t, "DELETE again", code, body, http.StatusNotFound, "no account for sip:2000@pbx.test")
+	code, body = do(http.MethodDelete, "/v1/accounts/sip:pbx.test", "")
+	wantError(t, "DELETE no user", code, body, http.StatusBadRequest, "no user part")
+	if code, body := do(http.MethodGet, "/v1/accounts", ""); code != 200 || strings.Contains(body, "sip:2000@pbx.test") {
+		t.Errorf("list after delete = %d %s", code, body)
+	}
+
+	// Nothing secret reached a log line.
+	if logs.Len() == 0 {
+		t.Fatal("nothing logged")
+	}
+	for _, e := range logs.All() {
+		line, _ := json.Marshal(map[string]any{"msg": e.Message, "fields": e.ContextMap()})
+		assertNoneOf(t, "log line "+e.Message, string(line), secrets...)
+	}
+	if logs.FilterMessage("account set by admin").Len() != 3 || logs.FilterMessage("account deleted by admin").Len() != 1 {
+		t.Errorf("admin log lines: %d set, %d deleted", logs.FilterMessage("account set by admin").Len(), logs.FilterMessage("account deleted by admin").Len())
+	}
+}
+
+func TestAdminAccountsNoKey(t *testing.T) {
+	f := startAdmin(t, "", withRegistrar(t, nil, nil))
+	code, body, _ := f.do(t, http.MethodPut, "/v1/accounts/sip:1003@pbx.test", `{"password":"`+acctPassword+`"}`)
+	wantError(t, "PUT without key", code, body, http.StatusServiceUnavailable, "registrar.credentials.key_file")
+	code, body, _ = f.do(t, http.MethodPut, "/v1/accounts/sip:1003@pbx.test", `{"ha1":[{"ha1":"`+strings.Repeat("0", 32)+`"}]}`)
+	wantError(t, "PUT ha1 without key", code, body, http.StatusServiceUnavailable, "no credentials key is configured")
+	// Bad input is still 400.
+	code, body, _ = f.do(t, http.MethodPut, "/v1/accounts/sip:1003@pbx.test", `{}`)
+	wantError(t, "PUT {} without key", code, body, http.StatusBadRequest, "")
+	code, body, _ = f.do(t, http.MethodPost, "/v1/accounts/rekey", "")
+	wantError(t, "rekey without key", code, body, http.StatusServiceUnavailable, "registrar.credentials.key_file")
+	if code, body, _ := f.do(t, http.MethodGet, "/v1/accounts", ""); code != 200 || body != `{"accounts":[]}`+"\n" {
+		t.Errorf("list without key = %d %s", code, body)
+	}
+	code, body, _ = f.do(t, http.MethodDelete, "/v1/accounts/sip:1003@pbx.test", "")
+	wantError(t, "DELETE without key", code, body, http.StatusNotFound, "no account")
+
+	// Without the registrar module: 501 with a clear message.
+	g := startAdmin(t, "")
+	code, body, _ = g.do(t, http.MethodPut, "/v1/accounts/sip:1003@pbx.test", `{"password":"x"}`)
+	wantError(t, "PUT without registrar", code, body, http.StatusNotImplemented, "registrar module")
+	code, body, _ = g.do(t, http.MethodDelete, "/v1/accounts/sip:1003@pbx.test", "")
+	wantError(t, "DELETE without registrar", code, body, http.StatusNotImplemented, "registrar module")
+}
+
+func TestAdminAccountsRekey(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	kr := mustKeyring(t, acctKeyNew, acctKeyOld)
+	f := startAdmin(t, adminToken, withRegistrar(t, kr, nil))
+
+	// sip:1003 sealed under the old key, sip:2000 under a key this node does not have,
+	// sip:3000 already under the new key.
+	oldReg, err := registrar.New(registrar.Config{Keyring: mustKeyring(t, acctKeyOld)}, f.store, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if a, err := oldReg.SetPassword(ctx, "sip:1003@pbx.test", "", "", acctPassword); err != nil || a.KeyID != registrar.KeyID(acctKeyOld) {
+		t.Fatalf("seal under old key: %v (%s)", err, a.KeyID)
+	}
+	strayReg, err := registrar.New(registrar.Config{Keyring: mustKeyring(t, acctKeyStray)}, f.store, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := strayReg.SetPassword(ctx, "sip:2000@pbx.test", "", "", "stray"); err != nil {
+		t.Fatal(err)
+	}
+	if code, body, _ := f.do(t, http.MethodPut, "/v1/accounts/sip:3000@pbx.test", `{"password":"x3000"}`); code != 200 {
+		t.Fatalf("PUT sip:3000 = %d %s", code, body)
+	}
+
+	code, body, _ := f.do(t, http.MethodPost, "/v1/accounts/rekey", "")
+	wantError(t, "rekey with a stray account", code, body, http.StatusInternalServerError, "sip:2000@pbx.test")
+	var res adminResealed
+	if err := json.Unmarshal([]byte(body), &res); err != nil || res.Resealed != 1 || !strings.Contains(res.Error, "1 account(s) re-encrypted") ||
+		strings.Contains(res.Error, "sip:1003") || strings.Contains(res.Error, "sip:3000") {
+		t.Errorf("rekey answer %s (%v)", body, err)
+	}
+
+	keys := map[string]string{}
+	code, body, _ = f.do(t, http.MethodGet, "/v1/accounts", "")
+	var list adminAccounts
+	if err := json.Unmarshal([]byte(body), &list); err != nil || code != 200 {
+		t.Fatalf("list = %d %s", code, body)
+	}
+	for _, a := range list.Accounts {
+		keys[a.AOR] = a.KeyID
+	}
+	if keys["sip:1003@pbx.test"] != registrar.KeyID(acctKeyNew) || keys["sip:3000@pbx.test"] != registrar.KeyID(acctKeyNew) ||
+		keys["sip:2000@pbx.test"] != registrar.KeyID(acctKeyStray) {
+		t.Errorf("key ids after rekey: %v", keys)
+	}
+	// The moved account opens with the new key alone, to the same HA1s.
+	_, c := openAccount(t, f.store, mustKeyring(t, acctKeyNew), "sip:1003@pbx.test")
+	if h, ok := c.For("pbx.test", "MD5"); !ok || h != mustHA1(t, registrar.AlgMD5, "1003", "pbx.test", acctPassword) {
+		t.Error("re-encrypted account opens to a wrong HA1")
+	}
+	if _, err := mustKeyring(t, acctKeyOld).Open(mustAccount(t, f.store, "sip:1003@pbx.test")); err == nil {
+		t.Error("the re-encrypted account still opens with the old key")
+	}
+
+	// Without the stray account, a rekey has nothing left to do.
+	if code, _, _ := f.do(t, http.MethodDelete, "/v1/accounts/sip:2000@pbx.test", ""); code != http.StatusNoContent {
+		t.Fatalf("DELETE stray = %d", code)
+	}
+	if code, body, _ := f.do(t, http.MethodPost, "/v1/accounts/rekey", ""); code != 200 || body != `{"resealed":0}`+"\n" {
+		t.Errorf("second rekey = %d %s", code, body)
+	}
+}
+
+func mustAccount(t *testing.T, st store.Store, aor string) store.Account {
+	t.Helper()
+	a, err := st.Account(context.Background(), aor)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return a
+}
+
+func TestAdminRegistrations(t *testing.T) {
+	f := startAdmin(t, adminToken) // no registrar: the records come from the store
+	if code, body, _ := f.do(t, http.MethodGet, "/v1/registrations", ""); code != 200 || body != `{"registrations":[]}`+"\n" {
+		t.Errorf("no registrations = %d %s", code, body)
+	}
+	toks := seedRegistrations(t, f.store)
+	code, body, _ := f.do(t, http.MethodGet, "/v1/registrations", "")
+	assertNoneOf(t, "registrations", body, toks...)
+	var out adminRegistrations
+	if err := json.Unmarshal([]byte(body), &out); err != nil || code != 200 || len(out.Registrations) != 3 {
+		t.Fatalf("registrations = %d %s", code, body)
+	}
+	var r adminRegistration
+	for _, x := range out.Registrations {
+		if x.Instance == instFCM {
+			r = x
+		}
+	}
+	if r.AOR != "sip:1003@pbx.test" || r.Token != proxy.Mask(toks[1]) || !r.OnBehalf || r.State != store.RegBackingOff || r.Failures != 2 ||
+		!r.ExpiresAt.Equal(time.Date(2026, 3, 1, 12, 20, 0, 0, time.UTC)) || r.DeviceExpires.IsZero() || r.LastSeen.IsZero() ||
+		r.RefreshAt.IsZero() || r.Due.IsZero() {
+		t.Errorf("registration %+v", r)
+	}
+	for _, k := range []string{`"expires_at":"2026-03-01T12:20:00Z"`, `"device_expires_at":`, `"refresh_at":`, `"due":`, `"last_seen":`, `"on_behalf":true`} {
+		if !strings.Contains(body, k) {
+			t.Errorf("registrations JSON lacks %s: %s", k, body)
+		}
+	}
+	code, body, _ = f.do(t, http.MethodGet, "/v1/registrations?aor=2000@pbx.test", "")
+	if code != 200 || strings.Count(body, `"aor"`) != 1 || !strings.Contains(body, `"state":"push_only"`) || !strings.Contains(body, `"on_behalf":false`) {
+		t.Errorf("registrations ?aor = %d %s", code, body)
+	}
+	code, body, _ = f.do(t, http.MethodGet, "/v1/registrations?aor=sip:", "")
+	wantError(t, "registrations bad aor", code, body, http.StatusBadRequest, "aor")
 }

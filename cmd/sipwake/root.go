@@ -134,7 +134,7 @@ SIPWAKE_* environment variables; "sipwake config default" prints every key.`,
 	root.PersistentFlags().StringVarP(&c.output, "output", "o", "table", "output format: table or json")
 
 	root.AddCommand(c.serveCmd(), c.validateCmd(), c.versionCmd(), c.configCmd())
-	root.AddCommand(c.adminCmds()...) // bindings, push, calls, messages, log (admin_cmd.go)
+	root.AddCommand(c.adminCmds()...) // bindings, push, calls, messages, log (admin_cmd.go); accounts, registrations (admin_accounts_cmd.go)
 	return root
 }
 

@@ -17,6 +17,7 @@ import (
 	"github.com/sipwake/sipwake/proxy"
 	"github.com/sipwake/sipwake/proxy/wake"
 	"github.com/sipwake/sipwake/push"
+	"github.com/sipwake/sipwake/registrar"
 	"github.com/sipwake/sipwake/store"
 	"github.com/sipwake/sipwake/store/embedded"
 	redisstore "github.com/sipwake/sipwake/store/redis"
@@ -127,13 +128,17 @@ type daemon struct {
 }
 
 // startAdmin starts the admin API on admin.listen: bindings, held calls,
-// test pushes and the log level, for the CLI.
+// test pushes, the log level, and on-behalf accounts (from the registrar
+// module), for the CLI.
 func startAdminAPI(ctx context.Context, cfg *Config, st store.Store, mods []proxy.Module, pusher *push.Dispatcher,
 	level zap.AtomicLevel, log *zap.Logger) (*adminServer, error) {
 	deps := adminDeps{Store: st, Level: level}
 	for _, m := range mods {
-		if w, ok := m.(*wake.Wake); ok {
-			deps.Held = w.Held
+		switch m := m.(type) {
+		case *wake.Wake:
+			deps.Held = m.Held
+		case *registrar.Registrar:
+			deps.Registrar = m
 		}
 	}
 	if pushConfigured(cfg) {
