@@ -49,6 +49,10 @@ const (
 	EventCallAnsweredElsewhere Event = "call_answered_elsewhere"
 	EventMessage               Event = "message"
 	EventRegister              Event = "register"
+	// EventLoginRequired: sipwake can no longer keep the device
+	// registered at the PBX (its stored credentials were refused); the
+	// user must sign in in the app.
+	EventLoginRequired Event = "login_required"
 )
 
 // Target is where a push goes: built from a binding's push parameters.

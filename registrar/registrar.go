@@ -44,17 +44,18 @@ func (r *Registrar) Wrap(next proxy.Handler) proxy.Handler {
 //go:noinline
 func (r *Registrar) resolve(ctx context.Context, req *proxy.Request) (context.Context, bool) {
 	relayed := r.relayed(req)
-	b, ok := r.resolveContact(ctx, req, relayed)
+	b, aor, ok := r.resolveContact(ctx, req, relayed)
 	if !ok {
 		return ctx, false
 	}
-	return context.WithValue(ctx, resolvedKey{}, resolved{b: b, relayed: relayed}), true
+	return context.WithValue(ctx, resolvedKey{}, resolved{b: b, aor: aor, relayed: relayed}), true
 }
 
 type resolvedKey struct{}
 
 type resolved struct {
 	b       store.Binding
+	aor     string // set instead of b for a contact shared by an AOR's devices
 	relayed bool
 }
 
@@ -62,7 +63,15 @@ type resolved struct {
 // addressed to, when the registrar resolved one for it.
 func Resolved(ctx context.Context) (store.Binding, bool) {
 	v, ok := ctx.Value(resolvedKey{}).(resolved)
-	return v.b, ok
+	return v.b, ok && v.aor == ""
+}
+
+// ResolvedAOR returns the AOR whose shared sipwake contact (per-AOR
+// upstream contacts) the request was addressed to: it is for every
+// device of the AOR. The request's Target is the device seen last.
+func ResolvedAOR(ctx context.Context) (string, bool) {
+	v, ok := ctx.Value(resolvedKey{}).(resolved)
+	return v.aor, ok && v.aor != ""
 }
 
 // Relayed reports whether the request came from another sipwake node
@@ -140,28 +149,32 @@ func TargetFor(b store.Binding) (proxy.Target, error) {
 
 // resolveContact turns a request for a sipwake contact into a request for
 // the device behind it. It answers and returns false when it cannot.
-func (r *Registrar) resolveContact(ctx context.Context, req *proxy.Request, relayed bool) (store.Binding, bool) {
+func (r *Registrar) resolveContact(ctx context.Context, req *proxy.Request, relayed bool) (store.Binding, string, bool) {
 	if !req.Trusted && !relayed {
 		req.Log().Info("request refused", zap.String("reason", "untrusted source towards a device"))
 		req.Respond(403, "Forbidden")
-		return store.Binding{}, false
+		return store.Binding{}, "", false
 	}
+	var aor string
 	b, err := r.store.BindingByToken(ctx, req.Msg.Recipient.User)
+	if errors.Is(err, store.ErrNotFound) && !relayed {
+		aor, b, err = r.resolveShared(ctx, req.Msg.Recipient.User)
+	}
 	switch {
 	case errors.Is(err, store.ErrNotFound):
 		req.Respond(404, "Not Found")
-		return b, false
+		return b, "", false
 	case err != nil:
 		req.Log().Warn("binding lookup failed", zap.Error(err))
 		req.Respond(503, "Service Unavailable", sip.NewHeader("Retry-After", "5"))
-		return b, false
+		return b, "", false
 	}
 	var t proxy.Target
 	switch {
 	case relayed && r.OwnedElsewhere(b):
 		// Relayed to us, but the device has moved on: no ping-pong.
 		req.Respond(480, "Temporarily Unavailable", sip.NewHeader("Warning", `399 sipwake "device connection moved"`))
-		return b, false
+		return b, "", false
 	case r.OwnedElsewhere(b):
 		t, err = r.RelayTarget(b, req.Msg.CallID().Value())
 	default:
@@ -170,10 +183,31 @@ func (r *Registrar) resolveContact(ctx context.Context, req *proxy.Request, rela
 	if err != nil {
 		req.Log().Warn("stored contact unusable", proxy.AOR(b.AOR), zap.Error(err))
 		req.Respond(480, "Temporarily Unavailable")
-		return b, false
+		return b, "", false
 	}
 	req.Target = &t
-	return b, true
+	return b, aor, true
+}
+
+// resolveShared resolves a contact shared by every device of an AOR
+// (per-AOR upstream contacts): the AOR, and its device seen last as the
+// target of requests that go to one device only.
+func (r *Registrar) resolveShared(ctx context.Context, token string) (string, store.Binding, error) {
+	reg, err := r.store.Registration(ctx, token)
+	if err != nil {
+		return "", store.Binding{}, err
+	}
+	if reg.Instance != "" {
+		return "", store.Binding{}, store.ErrNotFound
+	}
+	bs, err := r.store.Bindings(ctx, reg.AOR)
+	if err != nil {
+		return "", store.Binding{}, err
+	}
+	if len(bs) == 0 {
+		return "", store.Binding{}, store.ErrNotFound
+	}
+	return reg.AOR, bs[len(bs)-1], nil
 }
 
 // regState is what one REGISTER transaction needs to remember between the
@@ -189,6 +223,17 @@ type regState struct {
 	requested time.Duration
 	star      bool
 	pnsreg    bool // the device asked for +sip.pnsreg (RFC 8599 §4.1.1)
+	// upToken is the user part of the contact at the PBX: the binding
+	// token, or the AOR's with per-AOR contacts.
+	upToken string
+	// contactTP is the transport the contact at the PBX was made for.
+	contactTP string
+	// keepShared: a per-AOR device leaving while other devices stay; the
+	// shared contact is refreshed (authenticating the device) instead of
+	// removed.
+	keepShared bool
+	// upExpires overrides the expiry asked of the PBX (keepShared).
+	upExpires time.Duration
 }
 
 // register relays a device REGISTER to the PBX (pass-through mode).
@@ -219,6 +264,11 @@ func (r *Registrar) register(ctx context.Context, req *proxy.Request) {
 		req.Log().Info("register refused", proxy.AOR(st.aor), proxy.Status(code), zap.String("reason", reason))
 		req.Respond(code, reason, hdrs...)
 		return
+	}
+	if r.cfg.UpstreamContacts == PerAOR && st.contact != nil {
+		if done := r.sharedContact(ctx, req, st, start); done {
+			return
+		}
 	}
 	req.Forward(ctx, proxy.ForwardOptions{
 		Target:        t,
@@ -301,6 +351,10 @@ func (r *Registrar) parseRegister(req *proxy.Request) (*regState, int, string) {
 
 	st.identity = DeviceIdentity(headerParam(c.Params, "+sip.instance"), push, st.clean)
 	st.token = BindingToken(r.tokenKey, aor, st.identity)
+	st.upToken = st.token
+	if r.cfg.UpstreamContacts == PerAOR {
+		st.upToken = r.sharedToken(aor)
+	}
 	return st, 0, ""
 }
 
@@ -308,25 +362,40 @@ func (r *Registrar) parseRegister(req *proxy.Request) (*regState, int, string) {
 // contact instead of the device's, no push parameter, a Path, Feature-Caps.
 func (r *Registrar) prepareUpstream(req *proxy.Request, out *sip.Request, st *regState, up proxy.Target) error {
 	srv := req.Server()
+	// Only sipwake's own REGISTERs may carry the on-behalf mark a PBX
+	// trusting sipwake relies on.
+	for out.RemoveHeader(OnBehalfHeader) {
+	}
 	if st.contact != nil {
 		// The PBX reaches us over the transport of its own leg, else
 		// over the one the device used.
-		u, err := srv.ContactURI(up.Transport, st.token)
+		st.contactTP = up.Transport
+		u, err := srv.ContactURI(up.Transport, st.upToken)
 		if err != nil {
-			if u, err = srv.ContactURI(req.Transport, st.token); err != nil {
+			st.contactTP = req.Transport
+			if u, err = srv.ContactURI(req.Transport, st.upToken); err != nil {
 				return err
 			}
 		}
 		params := sip.NewParams()
 		for _, kv := range st.contact.Params {
 			switch strings.ToLower(kv.K) {
-			case "q", "+sip.instance":
+			case "q":
 				params.Add(kv.K, kv.V)
+			case "+sip.instance":
+				if r.cfg.UpstreamContacts != PerAOR {
+					params.Add(kv.K, kv.V)
+				}
 			}
 		}
 		// The expiry asked for, clamped to registrar.max_expires; the PBX
-		// may grant less, and that is what the device is told.
-		params.Add("expires", strconv.Itoa(int(st.requested.Seconds())))
+		// may grant less, and that is what the device is told (in
+		// on-behalf mode, the device is told what it asked for).
+		ask := st.requested
+		if st.keepShared {
+			ask = st.upExpires
+		}
+		params.Add("expires", strconv.Itoa(int(ask.Seconds())))
 		for out.RemoveHeader("Contact") {
 		}
 		out.AppendHeader(&sip.ContactHeader{Address: u, Params: params})
@@ -364,23 +433,34 @@ func (r *Registrar) onResponse(ctx context.Context, req *proxy.Request, st *regS
 		if err != nil {
 			log.Warn("bindings not removed", proxy.AOR(st.aor), zap.Error(err))
 		}
+		r.forgetAOR(ctx, st.aor)
 		r.metrics.result("removed")
 		log.Info("bindings removed", proxy.AOR(st.aor), zap.Int("count", n))
-		return r.translateContacts(ctx, st, res)
+		return r.translateContacts(ctx, st, res, 0)
 	case st.contact == nil:
 		r.metrics.result("query")
-		return r.translateContacts(ctx, st, res)
+		return r.translateContacts(ctx, st, res, 0)
 	}
 	granted := r.grantedExpiry(res, st)
-	if granted <= 0 {
+	if granted <= 0 || st.keepShared {
 		if err := r.store.DeleteBinding(ctx, st.aor, st.identity); err != nil && !errors.Is(err, store.ErrNotFound) {
 			log.Warn("binding not removed", proxy.AOR(st.aor), zap.Error(err))
 		}
+		if !st.keepShared {
+			r.forget(ctx, st.upToken)
+		}
 		r.metrics.result("removed")
 		log.Info("binding removed", proxy.AOR(st.aor), zap.String(proxy.FieldInstance, maskIdentity(st.identity)))
-		return r.translateContacts(ctx, st, res)
+		return r.translateContacts(ctx, st, res, -1)
 	}
 	now := time.Now()
+	// On-behalf: the device keeps the expiry it asked for and sipwake
+	// keeps the PBX registration alive meanwhile.
+	onBehalf := r.cfg.Mode == ModeOnBehalf && st.push != nil && r.canKeep(ctx, st.aor, log)
+	deviceExp := granted
+	if onBehalf && st.requested > granted {
+		deviceExp = st.requested
+	}
 	instance := headerParam(st.contact.Params, "+sip.instance")
 	regID, _ := strconv.Atoi(headerParam(st.contact.Params, "reg-id"))
 	b := store.Binding{
@@ -394,10 +474,11 @@ func (r *Registrar) onResponse(ctx context.Context, req *proxy.Request, st *regS
 		Flow:        store.Flow{Node: r.cfg.NodeID, Conn: req.Source, NodeURI: r.nodeURI(req.Server())},
 		Push:        st.push,
 		Token:       st.token,
-		Expires:     now.Add(granted),
+		Expires:     now.Add(deviceExp),
 		Upstream:    store.Upstream{CallID: req.Msg.CallID().Value(), CSeq: req.Msg.CSeq().SeqNo, Expires: now.Add(granted)},
 		UserAgent:   headerValue(req.Msg, "User-Agent"),
 		LastSeen:    now,
+		RefreshPush: st.push != nil && (st.pnsreg || st.push.Legacy[ParamType] != ""),
 	}
 	if _, err := r.store.PutBinding(ctx, b, r.cfg.MaxBindingsPerAOR); err != nil {
 		log.Warn("binding not stored", proxy.AOR(st.aor), zap.Error(err))
@@ -413,18 +494,22 @@ func (r *Registrar) onResponse(ctx context.Context, req *proxy.Request, st *regS
 		return sip.NewResponseFromRequest(req.Msg, code, reason, nil)
 	}
 	r.metrics.result("ok")
+	r.keep(ctx, st, &b, granted, onBehalf, log)
 	fields := []zap.Field{proxy.AOR(st.aor), zap.String(proxy.FieldInstance, maskIdentity(st.identity)),
-		zap.Float64("expires", granted.Seconds()), zap.Float64(proxy.FieldDuration, time.Since(start).Seconds())}
+		zap.Float64("expires", deviceExp.Seconds()), zap.Float64(proxy.FieldDuration, time.Since(start).Seconds())}
+	if onBehalf {
+		fields = append(fields, zap.Float64("upstream_expires", granted.Seconds()))
+	}
 	if st.push != nil {
 		fields = append(fields, zap.String(proxy.FieldPNProvider, st.push.Provider), proxy.PNToken(st.push.Token))
 	}
 	log.Info("binding stored", fields...)
-	out := r.translateContacts(ctx, st, res)
+	out := r.translateContacts(ctx, st, res, deviceExp)
 	caps := FeatureCaps(SupportedProviders(), 0)
 	if st.push != nil {
 		var refresh time.Duration
 		if st.pnsreg {
-			refresh = pnsregMargin(granted)
+			refresh = r.margin(deviceExp)
 		}
 		caps = FeatureCaps([]string{st.push.Provider}, refresh)
 	}
@@ -450,7 +535,7 @@ func (r *Registrar) nodeURI(srv *proxy.Server) string {
 func (r *Registrar) grantedExpiry(res *sip.Response, st *regState) time.Duration {
 	for _, h := range res.GetHeaders("Contact") {
 		c, ok := h.(*sip.ContactHeader)
-		if !ok || c.Address.User != st.token {
+		if !ok || c.Address.User != st.upToken {
 			continue
 		}
 		if v, ok := c.Params.Get("expires"); ok {
@@ -471,8 +556,10 @@ func (r *Registrar) grantedExpiry(res *sip.Response, st *regState) time.Duration
 
 // translateContacts replaces, in place, sipwake contacts in a REGISTER 2xx
 // by the devices' own contacts, so a device never learns other devices' tokens
-// and sees its own Contact as it sent it.
-func (r *Registrar) translateContacts(ctx context.Context, st *regState, res *sip.Response) *sip.Response {
+// and sees its own Contact as it sent it. own > 0 is the expiry to show
+// on the device's own contact (on-behalf mode), own < 0 leaves it out (a
+// device that left a shared contact).
+func (r *Registrar) translateContacts(ctx context.Context, st *regState, res *sip.Response, own time.Duration) *sip.Response {
 	hs := res.GetHeaders("Contact")
 	if len(hs) == 0 {
 		return res
@@ -488,12 +575,17 @@ func (r *Registrar) translateContacts(ctx context.Context, st *regState, res *si
 			out.AppendHeader(h)
 			continue
 		}
-		if st.contact != nil && c.Address.User == st.token {
-			own := st.contact.Clone()
-			if v, ok := c.Params.Get("expires"); ok {
-				own.Params.Add("expires", v)
+		if st.contact != nil && c.Address.User == st.upToken {
+			if own < 0 {
+				continue
 			}
-			out.AppendHeader(own)
+			mine := st.contact.Clone()
+			if own > 0 {
+				mine.Params.Add("expires", strconv.Itoa(int(own.Seconds())))
+			} else if v, ok := c.Params.Get("expires"); ok {
+				mine.Params.Add("expires", v)
+			}
+			out.AppendHeader(mine)
 			continue
 		}
 		if byToken == nil {
@@ -518,16 +610,6 @@ func (r *Registrar) translateContacts(ctx context.Context, st *regState, res *si
 		out.AppendHeader(c)
 	}
 	return out
-}
-
-// pnsregMargin is the +sip.pnsreg value (RFC 8599 §4.1.1): how many
-// seconds before the binding expires the device should refresh it; 130 s,
-// or a third of a short expiry.
-func pnsregMargin(granted time.Duration) time.Duration {
-	if m := granted / 3; m < 130*time.Second {
-		return m.Truncate(time.Second)
-	}
-	return 130 * time.Second
 }
 
 // headerParam reads a header parameter by name, ignoring case and the

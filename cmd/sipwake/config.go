@@ -147,6 +147,52 @@ type RegistrarConfig struct {
 	MaxExpires time.Duration `mapstructure:"max_expires" doc:"Longest device registration granted (push-capable devices sleep long)."`
 	// MaxBindingsPerAOR caps the devices registered under one AOR. Default: 10.
 	MaxBindingsPerAOR int `mapstructure:"max_bindings_per_aor" doc:"Most devices registered under one address of record."`
+	// UpstreamContacts is per_device (one sipwake contact per device at the PBX) or per_aor
+	// (one per AOR, sipwake forks to the devices). Default: per_device.
+	UpstreamContacts string `mapstructure:"upstream_contacts" doc:"per_device: one sipwake contact per device at the PBX; per_aor: one per AOR whatever the number of devices (PBXs allowing one contact per extension), sipwake forks to the devices."`
+	// RefreshPush sends a push with event register before a device's registration lapses.
+	// Default: true.
+	RefreshPush bool `mapstructure:"refresh_push" doc:"Send a register push before a device's registration lapses, so that the app wakes and registers again (devices that sent +sip.pnsreg, and legacy clients)."`
+	// RefreshBefore is how long before expiry the refresh push goes. Default: 130s.
+	RefreshBefore time.Duration `mapstructure:"refresh_before" doc:"How long before a device's registration lapses the refresh push goes (a third of a shorter registration); also the +sip.pnsreg value."`
+	// RefreshPushType is the iOS form of the refresh push: background or alert. Default: background.
+	RefreshPushType string `mapstructure:"refresh_push_type" doc:"iOS form of the refresh push: background or alert (never VoIP); Android gets a data message."`
+	// RefreshPushInterval is the least time between two refresh pushes to one device.
+	// Default: 5m.
+	RefreshPushInterval time.Duration `mapstructure:"refresh_push_interval" doc:"Least time between two refresh pushes to one device."`
+	// InactivityTimeout ends the on-behalf registration of a device silent this long.
+	// Default: 168h.
+	InactivityTimeout time.Duration `mapstructure:"inactivity_timeout" doc:"A device that has not registered by itself for this long is de-registered at the PBX and forgotten (on_behalf); 0 never."`
+	// OnBehalf configures on_behalf mode.
+	OnBehalf OnBehalfConfig `mapstructure:"on_behalf" doc:"How sipwake keeps sleeping devices registered at the PBX (mode on_behalf)."`
+	// Credentials configures the encryption of stored credentials.
+	Credentials CredentialsConfig `mapstructure:"credentials" doc:"Encryption of the stored HA1 credentials (AES-256-GCM)."`
+}
+
+// OnBehalfConfig is registrar.on_behalf.
+type OnBehalfConfig struct {
+	// Auth is how the PBX accepts sipwake's REGISTERs: credentials or trusted.
+	// Default: credentials.
+	Auth string `mapstructure:"auth" doc:"credentials: sipwake answers the PBX's challenge with the account's stored HA1; trusted: the PBX trusts sipwake's address (or TLS certificate) for REGISTERs marked X-Sipwake-On-Behalf. An AOR with stored credentials always uses them."`
+	// TrustedDomains lists AOR domains whose PBX trusts sipwake, whatever Auth says.
+	// Default: empty.
+	TrustedDomains []string `mapstructure:"trusted_domains" doc:"AOR domains whose PBX trusts sipwake (trusted), whatever auth says."`
+	// MaxAuthFailures stops the refreshes after this many refusals in a row. Default: 3.
+	MaxAuthFailures int `mapstructure:"max_auth_failures" doc:"Refusals (401/403/407) in a row after which sipwake stops, marks the registration needs_login and sends the device one alert push."`
+	// WipeOnAuthFailure deletes the stored credentials then. Default: false.
+	WipeOnAuthFailure bool `mapstructure:"wipe_on_auth_failure" doc:"Delete the stored credentials when the PBX refused them max_auth_failures times."`
+	// WipeOnInactivity deletes them when the device went silent. Default: false.
+	WipeOnInactivity bool `mapstructure:"wipe_on_inactivity" doc:"Delete the stored credentials when the device has been silent for inactivity_timeout."`
+	// Concurrency caps the on-behalf REGISTERs in flight on one node. Default: 256.
+	Concurrency int `mapstructure:"concurrency" doc:"Most on-behalf REGISTERs in flight on one node."`
+}
+
+// CredentialsConfig is registrar.credentials.
+type CredentialsConfig struct {
+	// KeyFile holds the 32-byte AES key new credentials are sealed with. Default: empty.
+	KeyFile string `mapstructure:"key_file" doc:"File holding the 32-byte key (raw, 64 hex digits or base64) stored credentials are encrypted with; needed to store credentials."`
+	// OldKeyFiles hold previous keys, to read records not yet re-encrypted. Default: empty.
+	OldKeyFiles []string `mapstructure:"old_key_files" doc:"Previous keys, still used to read credentials until sipwake accounts rekey moved them to key_file."`
 }
 
 // PushConfig configures the push providers.

@@ -19,6 +19,12 @@ const rawWait = 5 * time.Second
 // the final response.
 func rawRegister(t *testing.T, ua *proxytest.UA, sw, user, password, contactParams, extra string, cseq *int) *sip.Response {
 	t.Helper()
+	return rawRegisterFor(t, ua, sw, user, password, contactParams, extra, 600, cseq)
+}
+
+// rawRegisterFor is rawRegister asking for expires seconds.
+func rawRegisterFor(t *testing.T, ua *proxytest.UA, sw, user, password, contactParams, extra string, expires int, cseq *int) *sip.Response {
+	t.Helper()
 	callID := "reg-" + user + "-" + strconv.Itoa(ua.Port())
 	tp := strings.ToUpper(ua.Network())
 	contactTP := ""
@@ -36,7 +42,7 @@ func rawRegister(t *testing.T, ua *proxytest.UA, sw, user, password, contactPara
 			"To: <sip:" + user + "@pbx.test>\n" +
 			"Call-ID: " + callID + "\n" +
 			"CSeq: " + strconv.Itoa(*cseq) + " REGISTER\n" +
-			"Contact: <sip:" + user + "@" + ua.Addr() + contactTP + uriParams + ">" + hdrParams + ";expires=600\n" +
+			"Contact: <sip:" + user + "@" + ua.Addr() + contactTP + uriParams + ">" + hdrParams + ";expires=" + strconv.Itoa(expires) + "\n" +
 			"User-Agent: raw-test\n"
 		if extra != "" {
 			msg += extra + "\n"

@@ -45,8 +45,14 @@ type wakeEnv struct {
 
 func startWakeEnv(t *testing.T, mutate func(*Config)) *wakeEnv {
 	t.Helper()
+	return startWakeEnvWith(t, testpeers.KamailioOptions{}, mutate)
+}
+
+// startWakeEnvWith is startWakeEnv with a PBX started with kopts.
+func startWakeEnvWith(t *testing.T, kopts testpeers.KamailioOptions, mutate func(*Config)) *wakeEnv {
+	t.Helper()
 	ca := pushtest.NewCA(t)
-	e := &wakeEnv{kam: startPBX(t, testpeers.KamailioOptions{}), apns: pushtest.NewAPNs(t, ca), fcm: pushtest.NewFCM(t, ca)}
+	e := &wakeEnv{kam: startPBX(t, kopts), apns: pushtest.NewAPNs(t, ca), fcm: pushtest.NewFCM(t, ca)}
 	cfg := e2eConfig(t, e.kam, t.TempDir())
 	cfg.Push.CAFile = ca.WriteFile(t)
 	cfg.Push.APNs.KeyFile = e.apns.WriteKey(t)

@@ -14,14 +14,48 @@ import (
 // forwarder (proxy) is the implicit last link. A module may rely on the
 // ones before it, never on those after it.
 func buildModules(cfg *Config, srv *proxy.Server, st store.Store, pusher wake.Pusher, log *zap.Logger, reg prometheus.Registerer) ([]proxy.Module, error) {
+	var keyring *registrar.Keyring
+	if cfg.Registrar.Credentials.KeyFile != "" {
+		k, err := registrar.LoadKeyring(cfg.Registrar.Credentials.KeyFile, cfg.Registrar.Credentials.OldKeyFiles)
+		if err != nil {
+			return nil, err
+		}
+		keyring = k
+	}
+	domains := map[string]string{}
+	for _, d := range cfg.Registrar.OnBehalf.TrustedDomains {
+		domains[d] = registrar.AuthTrusted
+	}
+	var rp registrar.Pusher
+	if pusher != nil {
+		rp = pusher
+	}
+	r := cfg.Registrar
 	reg2, err := registrar.New(registrar.Config{
-		Mode:              registrar.Mode(cfg.Registrar.Mode),
-		MinExpires:        cfg.Registrar.MinExpires,
-		MaxExpires:        cfg.Registrar.MaxExpires,
-		DefaultExpires:    cfg.Registrar.DefaultExpires,
-		MaxBindingsPerAOR: cfg.Registrar.MaxBindingsPerAOR,
-		Path:              cfg.Upstream.Path,
-		NodeID:            cfg.NodeID,
+		Mode:                registrar.Mode(r.Mode),
+		MinExpires:          r.MinExpires,
+		MaxExpires:          r.MaxExpires,
+		DefaultExpires:      r.DefaultExpires,
+		MaxBindingsPerAOR:   r.MaxBindingsPerAOR,
+		Path:                cfg.Upstream.Path,
+		NodeID:              cfg.NodeID,
+		UpstreamContacts:    r.UpstreamContacts,
+		RefreshPush:         r.RefreshPush,
+		RefreshBefore:       r.RefreshBefore,
+		RefreshPushType:     r.RefreshPushType,
+		RefreshPushInterval: r.RefreshPushInterval,
+		InactivityTimeout:   r.InactivityTimeout,
+		OnBehalf: registrar.OnBehalfConfig{
+			Auth:              r.OnBehalf.Auth,
+			Domains:           domains,
+			MaxAuthFailures:   r.OnBehalf.MaxAuthFailures,
+			WipeOnAuthFailure: r.OnBehalf.WipeOnAuthFailure,
+			WipeOnInactivity:  r.OnBehalf.WipeOnInactivity,
+			Concurrency:       r.OnBehalf.Concurrency,
+		},
+		Keyring: keyring,
+		Server:  srv,
+		Pusher:  rp,
 	}, st, log.Named("registrar"), reg)
 	if err != nil {
 		return nil, err

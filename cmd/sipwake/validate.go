@@ -4,6 +4,7 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"fmt"
+	"github.com/sipwake/sipwake/registrar"
 	"net"
 	"net/netip"
 	"net/url"
@@ -96,6 +97,43 @@ func (c *Config) Validate() []Problem {
 	}
 	if r.MaxBindingsPerAOR < 1 {
 		v.add("registrar.max_bindings_per_aor", "must be at least 1")
+	}
+	v.oneOf("registrar.upstream_contacts", r.UpstreamContacts, "per_device", "per_aor")
+	v.oneOf("registrar.refresh_push_type", r.RefreshPushType, "background", "alert")
+	v.positive("registrar.refresh_before", r.RefreshBefore)
+	v.positive("registrar.refresh_push_interval", r.RefreshPushInterval)
+	if r.InactivityTimeout < 0 {
+		v.add("registrar.inactivity_timeout", "must not be negative")
+	}
+	v.oneOf("registrar.on_behalf.auth", r.OnBehalf.Auth, "credentials", "trusted")
+	for i, d := range r.OnBehalf.TrustedDomains {
+		if !validHost(d) {
+			v.add(fmt.Sprintf("registrar.on_behalf.trusted_domains[%d]", i), fmt.Sprintf("%q is not a DNS name or an IP address", d))
+		}
+	}
+	if r.OnBehalf.MaxAuthFailures < 1 {
+		v.add("registrar.on_behalf.max_auth_failures", "must be at least 1")
+	}
+	if r.OnBehalf.Concurrency < 1 {
+		v.add("registrar.on_behalf.concurrency", "must be at least 1")
+	}
+	if r.Credentials.KeyFile != "" {
+		if v.file("registrar.credentials.key_file", r.Credentials.KeyFile) {
+			if _, err := registrar.ReadKeyFile(r.Credentials.KeyFile); err != nil {
+				v.add("registrar.credentials.key_file", err.Error())
+			}
+		}
+	}
+	for i, f := range r.Credentials.OldKeyFiles {
+		key := fmt.Sprintf("registrar.credentials.old_key_files[%d]", i)
+		if v.file(key, f) {
+			if _, err := registrar.ReadKeyFile(f); err != nil {
+				v.add(key, err.Error())
+			}
+		}
+	}
+	if len(r.Credentials.OldKeyFiles) > 0 && r.Credentials.KeyFile == "" {
+		v.add("registrar.credentials.old_key_files", "needs registrar.credentials.key_file (the key to re-encrypt under)")
 	}
 
 	c.validatePush(v)

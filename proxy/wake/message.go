@@ -89,7 +89,13 @@ func (w *Wake) message(ctx context.Context, req *proxy.Request) bool {
 		targets []store.Binding
 		idKey   string
 	)
-	if b, ok := registrar.Resolved(ctx); ok {
+	if a, ok := registrar.ResolvedAOR(ctx); ok {
+		bs, err := w.cfg.Store.Bindings(ctx, a)
+		if err != nil || len(bs) == 0 {
+			return false
+		}
+		aor, targets, idKey = a, bs, a
+	} else if b, ok := registrar.Resolved(ctx); ok {
 		aor, targets, idKey = b.AOR, []store.Binding{b}, b.Instance
 	} else if req.Target == nil && req.Msg.Recipient.User != "" && req.Server().ServesDomain(req.Msg.Recipient.Host) {
 		a, err := registrar.NormalizeAOR(req.Msg.Recipient)

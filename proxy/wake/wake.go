@@ -57,7 +57,15 @@ func (w *Wake) admit(ctx context.Context, req *proxy.Request, next proxy.Handler
 		targets []store.Binding
 		single  bool
 	)
-	if b, ok := registrar.Resolved(ctx); ok {
+	if a, ok := registrar.ResolvedAOR(ctx); ok {
+		// The AOR's shared contact at the PBX: every device of the AOR.
+		bs, err := w.cfg.Store.Bindings(ctx, a)
+		if err != nil || len(bs) == 0 {
+			req.Respond(480, "Temporarily Unavailable", sip.NewHeader("Warning", `399 sipwake "no device registered"`))
+			return nil, nil
+		}
+		aor, targets = a, bs
+	} else if b, ok := registrar.Resolved(ctx); ok {
 		if b.Push == nil {
 			// A device without push: the plain forwarder serves it.
 			next.ServeSIP(ctx, req)

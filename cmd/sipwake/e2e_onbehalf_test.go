@@ -1,0 +1,537 @@
+package main
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/emiago/sipgo/sip"
+
+	"github.com/sipwake/sipwake/cmd/sipwake/internal/testpeers"
+	"github.com/sipwake/sipwake/proxy/proxytest"
+	"github.com/sipwake/sipwake/registrar"
+	"github.com/sipwake/sipwake/store"
+)
+
+// pbxExpiry is the longest registration the test PBX grants in the
+// on-behalf tests: far shorter than what the devices ask for.
+const pbxExpiry = 60 * time.Second
+
+// deviceAsk is what the sleeping devices ask for: a day.
+const deviceAsk = 86400
+
+// writeKeyFile writes a fresh 32-byte credentials key (hex) and returns
+// its path.
+func writeKeyFile(t testing.TB) string {
+	t.Helper()
+	k := make([]byte, 32)
+	if _, err := rand.Read(k); err != nil {
+		t.Fatal(err)
+	}
+	p := filepath.Join(t.TempDir(), "credentials.key")
+	if err := os.WriteFile(p, []byte(hex.EncodeToString(k)+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// startOnBehalf starts a PBX granting pbxExpiry at most and sipwake in
+// on-behalf mode with auth ("credentials" or "trusted").
+func startOnBehalf(t *testing.T, auth string, kopts testpeers.KamailioOptions, mutate func(*Config)) *wakeEnv {
+	t.Helper()
+	kopts.MaxExpires = pbxExpiry
+	if auth == registrar.AuthTrusted {
+		// sipwake's SIP listeners are on 127.0.0.1.
+		kopts.TrustedSources = []string{"127.0.0.1"}
+	}
+	return startWakeEnvWith(t, kopts, func(c *Config) {
+		c.Log.Level = "info"
+		c.Registrar.Mode = "on_behalf"
+		c.Registrar.OnBehalf.Auth = auth
+		c.Registrar.Credentials.KeyFile = writeKeyFile(t)
+		if mutate != nil {
+			mutate(c)
+		}
+	})
+}
+
+// keyring opens the daemon's configured credentials keys.
+func (e *wakeEnv) keyring(t testing.TB) *registrar.Keyring {
+	t.Helper()
+	c := e.sw.cfg.Registrar.Credentials
+	k, err := registrar.LoadKeyring(c.KeyFile, c.OldKeyFiles)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return k
+}
+
+// provision stores user's PBX password as sealed HA1 straight into the
+// daemon's store (the admin API does the same; it is tested on its own).
+func (e *wakeEnv) provision(t testing.TB, user, password string) {
+	t.Helper()
+	aor := "sip:" + user + "@pbx.test"
+	var c registrar.Credentials
+	c.Username = user
+	for _, alg := range []string{registrar.AlgMD5, registrar.AlgSHA256} {
+		h, err := registrar.HA1(alg, user, "pbx.test", password)
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.HA1 = append(c.HA1, registrar.Credential{Realm: "pbx.test", Algorithm: alg, HA1: h})
+	}
+	a, err := e.keyring(t).Seal(aor, c, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := e.sw.store.PutAccount(ctx, a); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// sleepFor registers user from a new TCP connection asking for a day,
+// checks that sipwake grants the day although the PBX granted a minute,
+// and drops the connection (the app is suspended).
+func (e *wakeEnv) sleepFor(t *testing.T, user, password, params string) {
+	t.Helper()
+	ua := proxytest.DialTCP(t, "", e.sw.TCP)
+	defer ua.Close()
+	cseq := 0
+	res := rawRegisterFor(t, ua, e.sw.TCP, user, password, params+"|", "", deviceAsk, &cseq)
+	if res.StatusCode != 200 {
+		t.Fatalf("%s: register: %d %s", user, res.StatusCode, res.Reason)
+	}
+	var c *sip.ContactHeader
+	for _, h := range res.GetHeaders("Contact") {
+		if ch, ok := h.(*sip.ContactHeader); ok && ch.Address.Host+":"+strconv.Itoa(ch.Address.Port) == ua.Addr() {
+			c = ch
+		}
+	}
+	if c == nil {
+		t.Fatalf("%s: the 200 does not list the device's contact", user)
+	}
+	if v, _ := c.Params.Get("expires"); v != strconv.Itoa(deviceAsk) {
+		t.Fatalf("%s: device granted expires=%s, want %d (on-behalf keeps the device's ask)", user, v, deviceAsk)
+	}
+}
+
+// registration returns the on-behalf record of a device of user (the
+// only one), failing when there is none.
+func (e *wakeEnv) registration(t testing.TB, user string) (store.Registration, bool) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	regs, err := e.sw.store.ListRegistrations(ctx, store.RegistrationFilter{AOR: "sip:" + user + "@pbx.test"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(regs) == 0 {
+		return store.Registration{}, false
+	}
+	return regs[0], true
+}
+
+// waitState waits until user's record is in state, bounded by d.
+func (e *wakeEnv) waitState(t *testing.T, user, state string, d time.Duration) store.Registration {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for {
+		reg, ok := e.registration(t, user)
+		if ok && reg.State == state {
+			return reg
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: registration %+v (found %v), want state %s within %s", user, reg, ok, state, d)
+		}
+		time.Sleep(250 * time.Millisecond)
+	}
+}
+
+// ownRefreshes returns the REGISTERs the PBX saved that sipwake sent on
+// its own behalf (its Call-IDs start "sw-"), for user when not empty.
+func ownRefreshes(t testing.TB, kam *testpeers.Kamailio, user string) []testpeers.SavedRegister {
+	t.Helper()
+	all, err := kam.SavedRegisters()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []testpeers.SavedRegister
+	for _, r := range all {
+		if strings.HasPrefix(r.CallID, "sw-") && (user == "" || strings.Contains(r.AOR, ":"+user+"@")) {
+			out = append(out, r)
+		}
+	}
+	return out
+}
+
+// pbxHolds reports whether the PBX holds exactly one contact for user and
+// it is a sipwake contact.
+func pbxHolds(kam *testpeers.Kamailio, t testing.TB, user, swAddr string) (bool, string) {
+	cs := kam.ContactDetails(t, user)
+	if len(cs) != 1 {
+		return false, fmt.Sprintf("%d contacts: %+v", len(cs), cs)
+	}
+	if !strings.Contains(cs[0].URI, swAddr) {
+		return false, "contact " + cs[0].URI + " is not at sipwake " + swAddr
+	}
+	return true, cs[0].Expires
+}
+
+// onBehalfDuration is how long the keep-alive test watches the PBX: five
+// minutes (SIPWAKE_E2E_ONBEHALF_DURATION shortens it when iterating).
+func onBehalfDuration(t *testing.T) time.Duration {
+	if v := os.Getenv("SIPWAKE_E2E_ONBEHALF_DURATION"); v != "" {
+		d, err := time.ParseDuration(v)
+		if err != nil {
+			t.Fatalf("SIPWAKE_E2E_ONBEHALF_DURATION: %v", err)
+		}
+		return d
+	}
+	return 5 * time.Minute
+}
+
+// TestE2EOnBehalfKeepsRegistration: the PBX grants 60 s at most; a device
+// registers through sipwake asking for a day and goes to sleep. For five
+// minutes the PBX's location always holds sipwake's contact for it
+// (checked every 3 s over kamcmd), with sipwake's own REGISTERs on one
+// Call-ID with growing CSeqs; then a call wakes the device. Once with
+// stored credentials, once with a PBX that trusts sipwake. Both run side
+// by side, watched by one loop.
+func TestE2EOnBehalfKeepsRegistration(t *testing.T) {
+	envs := map[string]*wakeEnv{}
+	for _, auth := range []string{registrar.AuthCredentials, registrar.AuthTrusted} {
+		envs[auth] = startOnBehalf(t, auth, testpeers.KamailioOptions{}, nil)
+	}
+	envs[registrar.AuthCredentials].provision(t, "1001", "pw1001")
+	for _, e := range envs {
+		e.sleepFor(t, "1001", "pw1001", iosParams)
+	}
+	watch := onBehalfDuration(t)
+	start := time.Now()
+	checks := 0
+	for time.Since(start) < watch {
+		for auth, e := range envs {
+			ok, detail := pbxHolds(e.kam, t, "1001", e.sw.UDP)
+			if !ok {
+				t.Fatalf("%s: after %s the PBX lost the device: %s", auth, time.Since(start).Round(time.Second), detail)
+			}
+		}
+		checks++
+		time.Sleep(3 * time.Second)
+	}
+	for auth, e := range envs {
+		refreshes := ownRefreshes(t, e.kam, "1001")
+		// One every 40 s or so: at least one per 60 s watched.
+		if min := int(watch / pbxExpiry); len(refreshes) < min {
+			t.Errorf("%s: %d on-behalf REGISTERs saved in %s, want at least %d", auth, len(refreshes), watch, min)
+		}
+		for _, r := range refreshes[1:] {
+			if r.CallID != refreshes[0].CallID {
+				t.Errorf("%s: on-behalf REGISTERs changed Call-ID: %s then %s", auth, refreshes[0].CallID, r.CallID)
+			}
+		}
+		reg, _ := e.registration(t, "1001")
+		if reg.State != store.RegActive || !reg.OnBehalf || int(reg.CSeq) < len(refreshes) {
+			t.Errorf("%s: record %+v after %d refreshes", auth, reg, len(refreshes))
+		}
+		t.Logf("%s: %d PBX checks passed, %d on-behalf REGISTERs, CSeq %d", auth, checks, len(refreshes), reg.CSeq)
+	}
+	// The call at the end wakes the device.
+	for auth, e := range envs {
+		caller := e.call(t, "1001", 20*time.Second)
+		p := e.apns.WaitRequests(t, 1, 5*time.Second)[0]
+		if p.PushType() != "voip" || p.Sipwake()["event"] != "call" {
+			t.Fatalf("%s: push %q %v", auth, p.PushType(), p.Sipwake())
+		}
+		dev := e.wakeDevice(t, "1001", iosParams)
+		answer(t, dev, e.sw.TCP)
+		res := waitSIPp(t, "caller", caller)
+		expectLines(t, auth+" caller", res.Messages, "SIP/2.0 180", "SIP/2.0 200 OK")
+		dev.Close()
+	}
+}
+
+// TestE2EOnBehalfPasswordChanged: the account's password changes at the
+// PBX. After three refused refreshes sipwake stops (no more REGISTERs),
+// marks the registration needs_login, sends the device one alert push
+// and wipes the stored HA1 (configured). The operator stores the new
+// password and the device registers with it: the refreshes resume.
+func TestE2EOnBehalfPasswordChanged(t *testing.T) {
+	e := startOnBehalf(t, registrar.AuthCredentials, testpeers.KamailioOptions{}, func(c *Config) {
+		c.Registrar.OnBehalf.WipeOnAuthFailure = true
+	})
+	e.provision(t, "1001", "pw1001")
+	e.sleepFor(t, "1001", "pw1001", iosBoth)
+	e.kam.SetPassword(t, "1001", "changed1001")
+
+	reg := e.waitState(t, "1001", store.RegNeedsLogin, 150*time.Second)
+	if reg.AuthFailures != 3 {
+		t.Errorf("needs_login after %d refusals, want 3", reg.AuthFailures)
+	}
+	stopped := len(ownRefreshes(t, e.kam, "1001"))
+	alerts := func() (n int) {
+		for _, p := range e.apns.Requests() {
+			if p.Sipwake()["event"] == "login_required" {
+				if p.PushType() != "alert" {
+					t.Errorf("login push is %q, want alert", p.PushType())
+				}
+				n++
+			}
+		}
+		return n
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for alerts() == 0 && time.Now().Before(deadline) {
+		time.Sleep(100 * time.Millisecond)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if _, err := e.sw.store.Account(ctx, "sip:1001@pbx.test"); !errors.Is(err, store.ErrNotFound) {
+		t.Errorf("stored HA1 after needs_login: %v, want wiped", err)
+	}
+	_, metrics := httpGet(t, "http://"+e.sw.ops.Addr().String()+"/metrics")
+	for _, want := range []string{`sipwake_registrar_upstream_registrations{state="needs_login"} 1`, `sipwake_registrar_upstream_refreshes_total{result="auth_failed"} 3`} {
+		if !strings.Contains(metrics, want) {
+			t.Errorf("metrics lack %s", want)
+		}
+	}
+	// Stopped: nothing more goes to the PBX, no second alert.
+	time.Sleep(15 * time.Second)
+	if n := len(ownRefreshes(t, e.kam, "1001")); n != stopped {
+		t.Errorf("%d on-behalf REGISTERs after needs_login", n-stopped)
+	}
+	if n := alerts(); n != 1 {
+		t.Errorf("%d login_required pushes, want 1", n)
+	}
+
+	// The new password, then the app's own login.
+	e.provision(t, "1001", "changed1001")
+	before := len(ownRefreshes(t, e.kam, "1001"))
+	e.sleepFor(t, "1001", "changed1001", iosBoth)
+	e.waitState(t, "1001", store.RegActive, 5*time.Second)
+	deadline = time.Now().Add(pbxExpiry)
+	for len(ownRefreshes(t, e.kam, "1001")) == before {
+		if time.Now().After(deadline) {
+			t.Fatal("no on-behalf refresh after the device logged in again")
+		}
+		time.Sleep(500 * time.Millisecond)
+	}
+	if ok, detail := pbxHolds(e.kam, t, "1001", e.sw.UDP); !ok {
+		t.Fatal(detail)
+	}
+	if reg, _ := e.registration(t, "1001"); reg.State != store.RegActive || reg.AuthFailures != 0 {
+		t.Errorf("after resuming: %+v", reg)
+	}
+}
+
+// TestE2EOnBehalfCleanup: a device de-REGISTER removes the PBX contact at
+// once; a device silent for registrar.inactivity_timeout is de-registered
+// at the PBX by sipwake (authenticated), forgotten, and its stored HA1
+// wiped (configured).
+func TestE2EOnBehalfCleanup(t *testing.T) {
+	const inactivity = 30 * time.Second
+	e := startOnBehalf(t, registrar.AuthCredentials, testpeers.KamailioOptions{}, func(c *Config) {
+		c.Registrar.InactivityTimeout = inactivity
+		c.Registrar.OnBehalf.WipeOnInactivity = true
+	})
+	e.provision(t, "1001", "pw1001")
+	e.provision(t, "1002", "pw1002")
+
+	// De-REGISTER.
+	ua := proxytest.DialTCP(t, "", e.sw.TCP)
+	cseq := 0
+	if res := rawRegisterFor(t, ua, e.sw.TCP, "1001", "pw1001", androidParms+"|", "", deviceAsk, &cseq); res.StatusCode != 200 {
+		t.Fatalf("register: %d", res.StatusCode)
+	}
+	e.kam.WaitContacts(t, "1001", 1, e2eWait)
+	if _, ok := e.registration(t, "1001"); !ok {
+		t.Fatal("no on-behalf record after the REGISTER")
+	}
+	if res := rawRegisterFor(t, ua, e.sw.TCP, "1001", "pw1001", androidParms+"|", "", 0, &cseq); res.StatusCode != 200 {
+		t.Fatalf("de-register: %d", res.StatusCode)
+	}
+	if n := len(e.kam.ContactDetails(t, "1001")); n != 0 {
+		t.Errorf("the PBX keeps %d contacts after the de-REGISTER", n)
+	}
+	if reg, ok := e.registration(t, "1001"); ok {
+		t.Errorf("on-behalf record left after the de-REGISTER: %+v", reg)
+	}
+	ua.Close()
+
+	// Inactivity.
+	e.sleepFor(t, "1002", "pw1002", iosParams)
+	registered := time.Now()
+	e.kam.WaitContacts(t, "1002", 1, e2eWait)
+	deadline := registered.Add(inactivity + 10*time.Second)
+	for len(e.kam.ContactDetails(t, "1002")) != 0 {
+		if time.Now().After(deadline) {
+			t.Fatalf("the PBX still holds 1002 %s after it went silent", time.Since(registered).Round(time.Second))
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	if d := time.Since(registered); d < inactivity {
+		t.Errorf("de-registered after %s, before the inactivity timeout", d)
+	}
+	time.Sleep(500 * time.Millisecond)
+	if bs := e.sw.bindings(t, "sip:1002@pbx.test"); len(bs) != 0 {
+		t.Errorf("binding left after inactivity: %+v", bs)
+	}
+	if reg, ok := e.registration(t, "1002"); ok {
+		t.Errorf("record left after inactivity: %+v", reg)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if _, err := e.sw.store.Account(ctx, "sip:1002@pbx.test"); !errors.Is(err, store.ErrNotFound) {
+		t.Errorf("stored HA1 after inactivity: %v, want wiped", err)
+	}
+	// The de-REGISTER was sipwake's own, authenticated (the PBX removed
+	// the contact only on a valid one).
+	own := ownRefreshes(t, e.kam, "1002")
+	if len(own) == 0 || !strings.Contains(own[len(own)-1].Contact, "expires=0") {
+		t.Errorf("the PBX saved no de-REGISTER of sipwake's own for 1002: %+v", own)
+	}
+}
+
+// TestE2EOnBehalfPerAOR: with per-AOR upstream contacts the PBX holds one
+// contact for three devices, and a call reaches all three.
+func TestE2EOnBehalfPerAOR(t *testing.T) {
+	e := startOnBehalf(t, registrar.AuthTrusted, testpeers.KamailioOptions{}, func(c *Config) {
+		c.Registrar.UpstreamContacts = "per_aor"
+	})
+	devices := []string{iosParams, androidParms, legacyParams}
+	for _, p := range devices {
+		e.sleepFor(t, "1001", "pw1001", p)
+	}
+	cs := e.kam.WaitContacts(t, "1001", 1, e2eWait)
+	if bs := e.sw.bindings(t, "sip:1001@pbx.test"); len(bs) != 3 {
+		t.Fatalf("%d bindings, want 3", len(bs))
+	}
+	if strings.Contains(cs[0].URI, "pn-") || cs[0].Instance != "" {
+		t.Errorf("shared contact %+v carries device details", cs[0])
+	}
+
+	caller := e.call(t, "1001", 25*time.Second)
+	defer caller.Stop()
+	e.apns.WaitRequests(t, 2, 5*time.Second)
+	e.fcm.WaitRequests(t, 1, 5*time.Second)
+	var uas []*proxytest.UA
+	var invs []*sip.Request
+	for _, p := range devices {
+		ua := e.wakeDevice(t, "1001", p)
+		inv := ua.ExpectRequest(5*time.Second, sip.INVITE)
+		ua.Reply(e.sw.TCP, inv, 180, "Ringing", "Contact: <sip:dev@"+ua.Addr()+";transport=tcp>")
+		uas, invs = append(uas, ua), append(invs, inv)
+	}
+	// One answers; the other two are cancelled.
+	contact := "Contact: <sip:dev@" + uas[1].Addr() + ";transport=tcp>"
+	uas[1].Reply(e.sw.TCP, invs[1], 200, "OK", contact)
+	uas[1].ExpectRequest(5*time.Second, sip.ACK)
+	for _, i := range []int{0, 2} {
+		c := uas[i].ExpectRequest(5*time.Second, sip.CANCEL)
+		uas[i].Reply(e.sw.TCP, c, 200, "OK")
+		uas[i].Reply(e.sw.TCP, invs[i], 487, "Request Terminated")
+		uas[i].ExpectRequest(5*time.Second, sip.ACK)
+	}
+	// Still one contact at the PBX, whatever the devices did.
+	if n := len(e.kam.ContactDetails(t, "1001")); n != 1 {
+		t.Errorf("the PBX holds %d contacts, want 1", n)
+	}
+}
+
+// TestE2EOnBehalfThousand: 1,000 on-behalf accounts with a 60 s PBX
+// expiry. Over two minutes of steady state no account lapses at the PBX
+// (checked every 5 s) and the refreshes are spread: no second carries
+// more than twice the average rate.
+func TestE2EOnBehalfThousand(t *testing.T) {
+	const n = 1000
+	users := map[string]string{"1002": "pw1002"}
+	for i := range n {
+		u := strconv.Itoa(20000 + i)
+		users[u] = "pw" + u
+	}
+	e := startOnBehalf(t, registrar.AuthCredentials, testpeers.KamailioOptions{Users: users, Quiet: true, Children: 4, ShmMB: 128}, func(c *Config) {
+		c.Log.Level = "warn"
+	})
+	var wg sync.WaitGroup
+	errs := make(chan error, n)
+	next := make(chan int, n)
+	for i := range n {
+		next <- i
+	}
+	close(next)
+	regStart := time.Now()
+	for range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			ua := proxytest.NewUDP(t, "127.0.0.1")
+			defer ua.Close()
+			for i := range next {
+				u := strconv.Itoa(20000 + i)
+				e.provision(t, u, "pw"+u)
+				tok := fmt.Sprintf("fcm-token-%06d-abcdefghijklmnopqrstuvwxyz0123456789", i)
+				params := ";pn-provider=fcm;pn-prid=" + tok + ";pn-param=" + fcmProject + "|;+sip.instance=\"<urn:uuid:00000000-0000-4000-8000-" + fmt.Sprintf("%012d", i) + ">\""
+				cseq := 0
+				if res := rawRegisterFor(t, ua, e.sw.UDP, u, "pw"+u, params, "", deviceAsk, &cseq); res.StatusCode != 200 {
+					errs <- fmt.Errorf("%s: register %d", u, res.StatusCode)
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+	t.Logf("%d devices registered in %s", n, time.Since(regStart).Round(time.Millisecond))
+
+	// Steady state after one refresh period; then two minutes watched.
+	time.Sleep(pbxExpiry)
+	from := time.Now()
+	window := 2 * time.Minute
+	worst := n
+	for time.Since(from) < window {
+		out := e.kam.RPC(t, "ul.dump")
+		held := strings.Count(out, "AoR: 2")
+		if held < worst {
+			worst = held
+		}
+		if held != n {
+			t.Errorf("after %s the PBX holds %d of %d accounts", time.Since(from).Round(time.Second), held, n)
+		}
+		time.Sleep(5 * time.Second)
+	}
+	to := time.Now()
+	perSecond := map[int64]int{}
+	total := 0
+	for _, r := range ownRefreshes(t, e.kam, "") {
+		if r.Unix >= from.Unix() && r.Unix < to.Unix() {
+			perSecond[r.Unix]++
+			total++
+		}
+	}
+	secs := to.Unix() - from.Unix()
+	avg := float64(total) / float64(secs)
+	peak := 0
+	for _, c := range perSecond {
+		peak = max(peak, c)
+	}
+	t.Logf("%d on-behalf REGISTERs in %d s: %.1f/s average, %d in the busiest second; fewest accounts held %d/%d", total, secs, avg, peak, worst, n)
+	if want := float64(n) / (pbxExpiry.Seconds() * 2 / 3) * 0.8; avg < want {
+		t.Errorf("average %.1f refreshes/s, want about %.0f", avg, want/0.8)
+	}
+	if float64(peak) > 2*avg {
+		t.Errorf("busiest second carried %d refreshes, more than twice the average %.1f", peak, avg)
+	}
+}
