@@ -37,6 +37,17 @@ const (
 	OpDeleteMessage  = "delete_message"
 	OpLease          = "lease"
 	OpReleaseLease   = "release_lease"
+	// Registrations and accounts.
+	OpPutRegistration    = "put_registration"
+	OpRegistration       = "registration"
+	OpDeleteRegistration = "delete_registration"
+	OpListRegistrations  = "list_registrations"
+	OpClaimDue           = "claim_due"
+	OpCountRegistrations = "count_registrations"
+	OpPutAccount         = "put_account"
+	OpAccount            = "account"
+	OpDeleteAccount      = "delete_account"
+	OpListAccounts       = "list_accounts"
 	// OpPublish counts failed Publish calls, and the redis backend's
 	// failed PUBLISH of the events a write announces.
 	OpPublish = "publish"
@@ -48,7 +59,9 @@ func Ops() []string {
 		OpListBindings, OpSubscribe, OpPing, OpClose, OpSecret, OpClearPush, OpPutHeld,
 		OpDeleteHeld, OpListHeld, OpClaimHeld, OpHeartbeat, OpNodeAlive, OpPublish,
 		OpPutMessage, OpMessage, OpListMessages, OpMessagesFor, OpAcknowledge, OpAddPending,
-		OpCountAttempt, OpDeleteMessage, OpLease, OpReleaseLease}
+		OpCountAttempt, OpDeleteMessage, OpLease, OpReleaseLease,
+		OpPutRegistration, OpRegistration, OpDeleteRegistration, OpListRegistrations,
+		OpClaimDue, OpCountRegistrations, OpPutAccount, OpAccount, OpDeleteAccount, OpListAccounts}
 }
 
 // Metrics are the collectors every store backend shares. The metric names

@@ -93,6 +93,10 @@ type Binding struct {
 	Upstream Upstream `json:"upstream"`
 	// UserAgent is the device's User-Agent header.
 	UserAgent string `json:"user_agent,omitempty"`
+	// RefreshPush is set when the device wants a push before its
+	// registration lapses (it sent +sip.pnsreg, RFC 8599 §4.1.1, or is a
+	// legacy client that has no way to say).
+	RefreshPush bool `json:"refresh_push,omitempty"`
 	// LastSeen is when the device last registered.
 	LastSeen time.Time `json:"last_seen"`
 }
@@ -345,6 +349,8 @@ type Store interface {
 	Bindings
 	Held
 	Messages
+	Registrations
+	Accounts
 	Events
 	// Secret returns the named secret, creating it with n random bytes
 	// (crypto/rand) if it does not exist yet; every node sharing the store

@@ -19,6 +19,12 @@
 //	msgarrival 8-byte big-endian unix nanos of Received + ID -> empty
 //	msgexpiry  8-byte big-endian unix nanos of Expires + ID -> empty
 //	leases     lease key                     -> 8-byte big-endian unix nanos when it lapses + holder
+//	regs       registration token            -> 8-byte big-endian unix nanos of its schedule entry,
+//	                                            uvarint-prefixed AOR, Instance and State, then the record as JSON
+//	regdue     8-byte big-endian unix nanos of the schedule entry + token -> empty
+//	regaor     aorKey(aor) + token           -> empty
+//	regstates  's' + state                   -> 8-byte big-endian count of records in that state
+//	accounts   AOR                           -> the account as JSON
 //
 // aorKey escapes NUL as 0x00 0xFF and ends with 0x00 0x01, so a bucket
 // cursor walks bindings sorted by AOR then instance, the keys of one AOR
@@ -27,8 +33,10 @@
 // background sweeper find expired bindings and forgotten held calls
 // without reading every record; msgaor and msgarrival walk stored
 // messages in arrival order, msgexpiry finds the expired ones for the
-// caller's sweeper (the store never deletes a message by itself). Every
-// change (ClearPush, ClaimHeld, Acknowledge and Lease included) is one
-// bbolt write transaction, so it is atomic, and bbolt fsyncs it before it
-// returns.
+// caller's sweeper (the store never deletes a message by itself). regdue
+// is the registrations' schedule, which ClaimDue walks earliest first;
+// regaor walks them by AOR then token; regstates keeps the per-state
+// counts. Every change (ClearPush, ClaimHeld, Acknowledge, Lease,
+// PutRegistration and ClaimDue included) is one bbolt write transaction,
+// so it is atomic, and bbolt fsyncs it before it returns.
 package embedded

@@ -50,12 +50,21 @@ var (
 	bucketMsgArrival = []byte("msgarrival")
 	bucketMsgExpiry  = []byte("msgexpiry")
 	bucketLeases     = []byte("leases")
+	// bucketRegs, bucketRegDue, bucketRegAOR and bucketRegStates keep
+	// registrations, their schedule, their AOR index and the per-state
+	// counts; bucketAccounts the on-behalf accounts (see registrations.go).
+	bucketRegs      = []byte("regs")
+	bucketRegDue    = []byte("regdue")
+	bucketRegAOR    = []byte("regaor")
+	bucketRegStates = []byte("regstates")
+	bucketAccounts  = []byte("accounts")
 )
 
 // buckets lists every bucket Open creates.
 var buckets = [][]byte{bucketBindings, bucketTokens, bucketExpiry, bucketSecrets,
 	bucketHeld, bucketHeldExpiry, bucketNodes,
-	bucketMessages, bucketMsgAOR, bucketMsgArrival, bucketMsgExpiry, bucketLeases}
+	bucketMessages, bucketMsgAOR, bucketMsgArrival, bucketMsgExpiry, bucketLeases,
+	bucketRegs, bucketRegDue, bucketRegAOR, bucketRegStates, bucketAccounts}
 
 // Options configures Open.
 type Options struct {

@@ -47,3 +47,17 @@ func (s *Store) MessageCounts() (messages, byAOR, arrival, expiry, leases int, e
 
 // NoSync reports whether bbolt skips the fsync of each commit.
 func (s *Store) NoSync() bool { return s.db.NoSync }
+
+// RegistrationCounts returns the number of keys in the registration,
+// schedule, AOR index, state count and account buckets.
+func (s *Store) RegistrationCounts() (regs, due, byAOR, states, accounts int, err error) {
+	err = s.db.View(func(tx *bolt.Tx) error {
+		regs = tx.Bucket(bucketRegs).Stats().KeyN
+		due = tx.Bucket(bucketRegDue).Stats().KeyN
+		byAOR = tx.Bucket(bucketRegAOR).Stats().KeyN
+		states = tx.Bucket(bucketRegStates).Stats().KeyN
+		accounts = tx.Bucket(bucketAccounts).Stats().KeyN
+		return nil
+	})
+	return
+}

@@ -11,7 +11,8 @@
 // with a Cluster those follow in further round trips. Held calls share the
 // fixed hash tag {held}, so each held-call script (claims included) is
 // atomic on one slot; stored messages share {msg} the same way (puts with
-// de-duplication, acknowledgements). A stored message outlives a Redis
+// de-duplication, acknowledgements), and registrations {reg} (conditional
+// writes, claims of the due schedule). A stored message outlives a Redis
 // restart only as durably as the server is configured: README.md says
 // what appendfsync always, everysec with WAIT (Options.WaitReplicas) and no
 // AOF each give, and CheckDurability reports the server's settings.

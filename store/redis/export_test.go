@@ -39,3 +39,14 @@ func MessageKeys(prefix, aor, id string) (arrival, expiry, byAOR, message string
 
 // LeaseKey returns the key of lease name under prefix.
 func LeaseKey(prefix, name string) string { return keys{prefix: prefix}.lease(name) }
+
+// RegistrationKeys returns the key names of the schedule, the AOR index,
+// the set of state names, the token set of state and the record of token
+// under prefix.
+func RegistrationKeys(prefix, token, state string) (due, index, states, stateSet, record string) {
+	k := keys{prefix: prefix}
+	return k.regDue(), k.regIndex(), k.regStates(), k.regStatePrefix() + state, k.reg(token)
+}
+
+// AccountsKey returns the key of the accounts hash under prefix.
+func AccountsKey(prefix string) string { return keys{prefix: prefix}.accounts() }

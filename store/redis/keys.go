@@ -23,6 +23,14 @@ const DefaultKeyPrefix = "sipwake:"
 //	<p>msgexp:{msg}      ZSET   message ID -> Expires (unix ms); no expiry
 //	<p>msgaor:{msg}:A'   ZSET   message ID -> Received (unix ms); no expiry
 //	<p>lease:L           STRING the holder's node id; PX the lease's ttl
+//	<p>reg:{reg}:T       HASH   data (JSON), aor, instance, state, gen, ix,
+//	                            put; no expiry
+//	<p>regdue:{reg}      ZSET   token -> schedule entry (unix ms); no expiry
+//	<p>regindex:{reg}    ZSET   score 0, member regIndexMember(aor, token):
+//	                            records by AOR then token (BYLEX); no expiry
+//	<p>regstates:{reg}   SET    the states that have records; no expiry
+//	<p>regstate:{reg}:S  SET    the tokens of the records in state S
+//	<p>accounts:{acct}   HASH   AOR -> the account as JSON; no expiry
 //	<p>events            pub/sub channel of JSON store.Event
 //
 // A is the AOR with '%', '{' and '}' percent-escaped, so that the hash tag
@@ -37,6 +45,9 @@ const DefaultKeyPrefix = "sipwake:"
 // carries the fixed hash tag {msg} the same way: M (a message ID) and A'
 // (an AOR, unescaped) are raw, after the tag. A lease key L is raw and
 // hashes like a node key: every lease script touches that key alone.
+// Every registration key carries the fixed hash tag {reg}: T (a token)
+// and S (a state) are raw, after the tag. The accounts hash carries
+// {acct} (a single key: the tag only keeps it apart from plain keys).
 type keys struct{ prefix string }
 
 var aorEscaper = strings.NewReplacer("%", "%25", "{", "%7B", "}", "%7D")
@@ -96,6 +107,57 @@ func (k keys) msgPrefix() string { return k.prefix + "msg:{msg}:" }
 func (k keys) msg(id string) string { return k.msgPrefix() + id }
 
 func (k keys) lease(key string) string { return k.prefix + "lease:" + key }
+
+// regPrefix is the prefix of every registration record's hash; a
+// record's key is this prefix followed by the raw token.
+func (k keys) regPrefix() string { return k.prefix + "reg:{reg}:" }
+
+func (k keys) reg(token string) string { return k.regPrefix() + token }
+
+// regDue is the sorted set of every registration's schedule entry.
+func (k keys) regDue() string { return k.prefix + "regdue:{reg}" }
+
+// regIndex is the sorted set that orders registrations by AOR then token.
+func (k keys) regIndex() string { return k.prefix + "regindex:{reg}" }
+
+// regStates is the set of the states that have at least one record.
+func (k keys) regStates() string { return k.prefix + "regstates:{reg}" }
+
+// regStatePrefix is the prefix of every per-state token set; a state's
+// set is this prefix followed by the raw state.
+func (k keys) regStatePrefix() string { return k.prefix + "regstate:{reg}:" }
+
+// accounts is the hash of every on-behalf account by AOR.
+func (k keys) accounts() string { return k.prefix + "accounts:{acct}" }
+
+// regIndexAOR returns the start of the regindex members of aor: the AOR
+// with NUL written as 00 FF, then 00 01. Byte order of (aor, token) pairs
+// is kept, and no other AOR's members start with it.
+func regIndexAOR(aor string) string {
+	b := make([]byte, 0, len(aor)+2)
+	for i := 0; i < len(aor); i++ {
+		if aor[i] == 0 {
+			b = append(b, 0, 0xff)
+			continue
+		}
+		b = append(b, aor[i])
+	}
+	return string(append(b, 0, 1))
+}
+
+// regIndexMember is the regindex member of the record of token under aor.
+func regIndexMember(aor, token string) string { return regIndexAOR(aor) + token }
+
+// regIndexRange returns the ZRANGEBYLEX bounds of the members of aor, or
+// of every member when aor is empty.
+func regIndexRange(aor string) (lo, hi string) {
+	if aor == "" {
+		return "-", "+"
+	}
+	p := regIndexAOR(aor)
+	// p ends with 00 01: every member of aor is below p with 00 02 at its end.
+	return "[" + p, "(" + p[:len(p)-1] + "\x02"
+}
 
 // aorPattern is the SCAN MATCH pattern of every AOR set.
 func (k keys) aorPattern() string { return globEscape(k.prefix) + "aor:{*}" }

@@ -104,3 +104,53 @@ func TestMessageKeys(t *testing.T) {
 		t.Errorf("lease keys of distinct names collide: %q", a)
 	}
 }
+
+func TestRegistrationKeys(t *testing.T) {
+	k := keys{prefix: "p:"}
+	seen := map[string]string{k.regDue(): "schedule", k.regIndex(): "index", k.regStates(): "states"}
+	for _, id := range []string{"", "a", "a:", "{reg}", "}", "x\x00y", "due:{reg}", "s"} {
+		for what, key := range map[string]string{"record": k.reg(id), "state set": k.regStatePrefix() + id} {
+			if other, dup := seen[key]; dup {
+				t.Errorf("%s key %q of %q collides with %q", what, key, id, other)
+			}
+			seen[key] = what + " " + id
+		}
+	}
+	// Every registration key hashes "reg" (the prefix has no braces).
+	for key := range seen {
+		i := strings.IndexByte(key, '{')
+		j := strings.IndexByte(key[i+1:], '}')
+		if i < 0 || j < 0 || key[i+1:i+1+j] != "reg" {
+			t.Errorf("key %q does not carry the hash tag {reg}", key)
+		}
+	}
+	if got := k.accounts(); got != "p:accounts:{acct}" {
+		t.Errorf("accounts key %q, want p:accounts:{acct}", got)
+	}
+}
+
+func TestRegIndexMembers(t *testing.T) {
+	// The members sort as (aor, token) pairs compare, byte by byte, and
+	// an AOR's range holds exactly its members.
+	pairs := [][2]string{
+		{"sip:a", ""}, {"sip:a", "\x00"}, {"sip:a", "z"}, {"sip:a\x00", "a"}, {"sip:a\x00\x01b", "a"},
+		{"sip:a\x01", "a"}, {"sip:ab", "a"}, {"\xff", "\xff"}, {"sip:a\x00\x02", ""},
+	}
+	for _, p := range pairs {
+		for _, q := range pairs {
+			mp, mq := regIndexMember(p[0], p[1]), regIndexMember(q[0], q[1])
+			want := p[0] < q[0] || (p[0] == q[0] && p[1] < q[1])
+			if got := mp < mq; got != want {
+				t.Errorf("member of %q < member of %q = %v, want %v", p, q, got, want)
+			}
+			lo, hi := regIndexRange(p[0])
+			in := mq >= lo[1:] && mq < hi[1:]
+			if in != (q[0] == p[0]) {
+				t.Errorf("member of %q in the range of aor %q = %v", q, p[0], in)
+			}
+		}
+	}
+	if lo, hi := regIndexRange(""); lo != "-" || hi != "+" {
+		t.Errorf("regIndexRange(\"\") = %q, %q; want - and +", lo, hi)
+	}
+}

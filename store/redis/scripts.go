@@ -598,3 +598,180 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then
 end
 return 0
 `)
+
+// The registration scripts below declare the keys they name up front, all
+// with the {reg} hash tag; they build record keys and per-state sets from
+// prefixes that carry the same tag, so every key they touch is in one
+// slot. A record's hash holds:
+//
+//	data      the Registration as JSON without Token, AOR, Instance, State
+//	          and Gen
+//	aor, instance, state   raw bytes
+//	gen       the generation (HINCRBY: every write adds one)
+//	ix        the record's member in the AOR index
+//	put       the nonce of the PutRegistration call that wrote it last
+//
+// Every record has one member in the schedule (score: its schedule entry,
+// unix ms), one in the AOR index and one in the set of its state; the set
+// of state names lists the states whose set is not empty. No key expires.
+
+// dropStateBody defines drop(names, prefix, state, token): it removes
+// token from the set of state and the state's name from names when its
+// set is empty then.
+const dropStateBody = `
+local function drop(names, prefix, state, token)
+  redis.call('SREM', prefix .. state, token)
+  if redis.call('EXISTS', prefix .. state) == 0 then
+    redis.call('SREM', names, state)
+  end
+end
+`
+
+// putRegistrationScript stores a registration, with or without comparing
+// its generation.
+//
+//	KEYS[1] record   KEYS[2] schedule   KEYS[3] AOR index   KEYS[4] state names
+//	ARGV[1] token    ARGV[2] "1" to compare the generation   ARGV[3] expected gen
+//	ARGV[4] data     ARGV[5] aor   ARGV[6] instance   ARGV[7] state
+//	ARGV[8] Due (unix ms)   ARGV[9] AOR-index member   ARGV[10] state-set prefix
+//	ARGV[11] the call's nonce
+//
+// An absent record has generation 0. When the stored record carries this
+// call's nonce (go-redis retrying a put whose reply was lost) it changes
+// nothing and returns the stored generation. Reply: the new generation, -1
+// on a conflict.
+var putRegistrationScript = goredis.NewScript(dropStateBody + `
+local cur = redis.call('HMGET', KEYS[1], 'gen', 'state', 'ix', 'put')
+if cur[4] == ARGV[11] and cur[1] then
+  return tonumber(cur[1])
+end
+if ARGV[2] == '1' and (cur[1] or '0') ~= ARGV[3] then
+  return -1
+end
+local tok, state = ARGV[1], ARGV[7]
+if cur[2] and cur[2] ~= state then
+  drop(KEYS[4], ARGV[10], cur[2], tok)
+end
+redis.call('SADD', ARGV[10] .. state, tok)
+redis.call('SADD', KEYS[4], state)
+if cur[3] and cur[3] ~= ARGV[9] then
+  redis.call('ZREM', KEYS[3], cur[3])
+end
+redis.call('ZADD', KEYS[3], 0, ARGV[9])
+redis.call('ZADD', KEYS[2], ARGV[8], tok)
+redis.call('HSET', KEYS[1], 'data', ARGV[4], 'aor', ARGV[5], 'instance', ARGV[6], 'state', state,
+  'ix', ARGV[9], 'put', ARGV[11])
+return redis.call('HINCRBY', KEYS[1], 'gen', 1)
+`)
+
+// deleteRegistrationScript removes a registration and its entries.
+//
+//	KEYS    as putRegistrationScript
+//	ARGV    token, state-set prefix
+//
+// Reply: 1 when removed, 0 when absent (a leftover schedule entry of the
+// token is removed too).
+var deleteRegistrationScript = goredis.NewScript(dropStateBody + `
+local cur = redis.call('HMGET', KEYS[1], 'state', 'ix')
+redis.call('ZREM', KEYS[2], ARGV[1])
+if redis.call('DEL', KEYS[1]) == 0 then
+  return 0
+end
+if cur[2] then
+  redis.call('ZREM', KEYS[3], cur[2])
+end
+if cur[1] then
+  drop(KEYS[4], ARGV[2], cur[1], ARGV[1])
+end
+return 1
+`)
+
+// claimDueScript claims the registrations due at now: ZRANGEBYSCORE -inf
+// now LIMIT 0 k reads the earliest entries (ties by token), and each one
+// found is moved to the lease's end with ZADD, so O(k log n) for k records
+// among n. A member whose record is gone is removed from the schedule and
+// from every state set instead of being returned (its AOR-index member,
+// whose name only the record knew, is dropped by the next listing), and
+// further entries are read in its place.
+//
+//	KEYS[1] schedule   KEYS[2] state names
+//	ARGV[1] now (unix ms)   ARGV[2] lease end (unix ms, after now)
+//	ARGV[3] limit   ARGV[4] record prefix   ARGV[5] state-set prefix
+//
+// Reply: {token, data, aor, instance, state, gen, ...}, earliest first.
+var claimDueScript = goredis.NewScript(dropStateBody + `
+local limit, n, out = tonumber(ARGV[3]), 0, {}
+while n < limit do
+  local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, limit - n)
+  if #due == 0 then
+    break
+  end
+  for _, tok in ipairs(due) do
+    local k = ARGV[4] .. tok
+    local f = redis.call('HMGET', k, 'data', 'aor', 'instance', 'state', 'gen')
+    if f[1] then
+      redis.call('ZADD', KEYS[1], ARGV[2], tok)
+      out[#out + 1] = tok
+      for i = 1, 5 do
+        out[#out + 1] = f[i] or ''
+      end
+      n = n + 1
+    else
+      redis.call('ZREM', KEYS[1], tok)
+      redis.call('DEL', k)
+      for _, st in ipairs(redis.call('SMEMBERS', KEYS[2])) do
+        drop(KEYS[2], ARGV[5], st, tok)
+      end
+    end
+  end
+end
+return out
+`)
+
+// listRegistrationsScript reads one page of registrations in AOR-index
+// order.
+//
+//	KEYS[1] AOR index
+//	ARGV[1], ARGV[2] ZRANGEBYLEX bounds   ARGV[3] page size   ARGV[4] record prefix
+//
+// A member's token follows the first 00 01 in it (regIndexMember). Members
+// whose record is gone, or whose record has another member, are removed.
+// Reply: {members read, last member read, token, data, aor, instance,
+// state, gen, ...}.
+var listRegistrationsScript = goredis.NewScript(`
+local ms = redis.call('ZRANGEBYLEX', KEYS[1], ARGV[1], ARGV[2], 'LIMIT', 0, ARGV[3])
+local out = {#ms, ms[#ms] or ''}
+for _, m in ipairs(ms) do
+  local i = string.find(m, '\0\1', 1, true)
+  local tok = i and string.sub(m, i + 2) or ''
+  local f = redis.call('HMGET', ARGV[4] .. tok, 'data', 'aor', 'instance', 'state', 'gen', 'ix')
+  if i and f[1] and f[6] == m then
+    out[#out + 1] = tok
+    for j = 1, 5 do
+      out[#out + 1] = f[j] or ''
+    end
+  else
+    redis.call('ZREM', KEYS[1], m)
+  end
+end
+return out
+`)
+
+// countRegistrationsScript counts the records of each state in one
+// consistent step.
+//
+//	KEYS[1] state names
+//	ARGV    state-set prefix
+//
+// Reply: {state, count, ...} for the states with records.
+var countRegistrationsScript = goredis.NewScript(`
+local out = {}
+for _, st in ipairs(redis.call('SMEMBERS', KEYS[1])) do
+  local n = redis.call('SCARD', ARGV[1] .. st)
+  if n > 0 then
+    out[#out + 1] = st
+    out[#out + 1] = n
+  end
+end
+return out
+`)

@@ -101,6 +101,17 @@ func RunWithOptions(t *testing.T, open OpenFunc, opt Options) {
 		{"MessageBinarySafe", s.testMessageBinarySafe},
 		{"MessageRestart", s.testMessageRestart},
 		{"Lease", s.testLease},
+		{"RegistrationPutGet", s.testRegistrationPutGet},
+		{"RegistrationGen", s.testRegistrationGen},
+		{"RegistrationList", s.testRegistrationList},
+		{"RegistrationDelete", s.testRegistrationDelete},
+		{"RegistrationClaimDue", s.testClaimDue},
+		{"RegistrationClaimDueRace", s.testClaimDueRace},
+		{"RegistrationCount", s.testRegistrationCount},
+		{"RegistrationConditionalRace", s.testRegistrationConditionalRace},
+		{"RegistrationBinarySafe", s.testRegistrationBinarySafe},
+		{"RegistrationRestart", s.testRegistrationRestart},
+		{"Accounts", s.testAccounts},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -1072,6 +1083,19 @@ func (s *suite) testClose(t *testing.T) {
 		{"DeleteMessage", st.DeleteMessage(ctx(t), "m")},
 		{"Lease", func() error { _, err := st.Lease(ctx(t), "k", NodeA, time.Minute); return err }()},
 		{"ReleaseLease", st.ReleaseLease(ctx(t), "k", NodeA)},
+		{"PutRegistration", func() error {
+			_, err := st.PutRegistration(ctx(t), RegistrationFixture("r", "sip:kim@example.com", "a", time.Now()), false)
+			return err
+		}()},
+		{"Registration", func() error { _, err := st.Registration(ctx(t), "r"); return err }()},
+		{"DeleteRegistration", st.DeleteRegistration(ctx(t), "r")},
+		{"ListRegistrations", func() error { _, err := st.ListRegistrations(ctx(t), store.RegistrationFilter{}); return err }()},
+		{"ClaimDue", func() error { _, err := st.ClaimDue(ctx(t), time.Now(), time.Minute, 10); return err }()},
+		{"CountRegistrations", func() error { _, err := st.CountRegistrations(ctx(t)); return err }()},
+		{"PutAccount", st.PutAccount(ctx(t), AccountFixture("sip:kim@example.com", time.Now()))},
+		{"Account", func() error { _, err := st.Account(ctx(t), "sip:kim@example.com"); return err }()},
+		{"DeleteAccount", st.DeleteAccount(ctx(t), "sip:kim@example.com")},
+		{"ListAccounts", func() error { _, err := st.ListAccounts(ctx(t)); return err }()},
 	}
 	for _, c := range checks {
 		if !errors.Is(c.err, store.ErrClosed) {
