@@ -1,12 +1,14 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
 	"errors"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -20,6 +22,7 @@ import (
 	"github.com/sipwake/sipwake/proxy/proxytest"
 	"github.com/sipwake/sipwake/registrar"
 	"github.com/sipwake/sipwake/store"
+	"github.com/sipwake/sipwake/store/storetest"
 )
 
 // pbxExpiry is the longest registration the test PBX grants in the
@@ -533,5 +536,150 @@ func TestE2EOnBehalfThousand(t *testing.T) {
 	}
 	if float64(peak) > 2*avg {
 		t.Errorf("busiest second carried %d refreshes, more than twice the average %.1f", peak, avg)
+	}
+}
+
+// storeDump returns everything the store holds as bytes an attacker with
+// the store would read: the bbolt file, or every Redis value in plain
+// form (redis-cli, values as stored).
+func storeDump(t *testing.T, cfg *Config) []byte {
+	t.Helper()
+	if cfg.Store.Driver != "redis" {
+		b, err := os.ReadFile(cfg.Store.Embedded.Path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return b
+	}
+	host, port, _ := strings.Cut(cfg.Store.Redis.Addresses[0], ":")
+	cli := func(args ...string) string {
+		out, err := exec.Command("redis-cli", append([]string{"-h", host, "-p", port, "--raw"}, args...)...).Output()
+		if err != nil {
+			t.Fatalf("redis-cli %v: %v", args, err)
+		}
+		return string(out)
+	}
+	var b strings.Builder
+	for _, k := range strings.Fields(cli("--scan")) {
+		b.WriteString(k + "\n")
+		switch strings.TrimSpace(cli("TYPE", k)) {
+		case "string":
+			b.WriteString(cli("GET", k))
+		case "hash":
+			b.WriteString(cli("HGETALL", k))
+		case "zset":
+			b.WriteString(cli("ZRANGE", k, "0", "-1", "WITHSCORES"))
+		case "set":
+			b.WriteString(cli("SMEMBERS", k))
+		case "list":
+			b.WriteString(cli("LRANGE", k, "0", "-1"))
+		}
+	}
+	return []byte(b.String())
+}
+
+// TestE2EOnBehalfCredentialsAtRest: a password given to the admin API is
+// stored as sealed HA1 only: neither the password nor either HA1 (hex or
+// raw) is readable in a dump of the bbolt file or of Redis. A sealed
+// record moved to another AOR does not decrypt. With the embedded store,
+// a key rotation (new key, old key kept for reading, rekey, old key
+// dropped) keeps the account working.
+func TestE2EOnBehalfCredentialsAtRest(t *testing.T) {
+	for _, driver := range []string{"embedded", "redis"} {
+		t.Run(driver, func(t *testing.T) {
+			var redisAddr string
+			if driver == "redis" {
+				redisAddr = storetest.StartRedis(t)
+			}
+			e := startOnBehalf(t, registrar.AuthCredentials, testpeers.KamailioOptions{}, func(c *Config) {
+				if redisAddr != "" {
+					c.Store.Driver = "redis"
+					c.Store.Redis.Addresses = []string{redisAddr}
+				}
+			})
+			const password = "pw1001"
+			var acct map[string]any
+			adminJSON(t, e.sw, "PUT", "/v1/accounts/sip:1001@pbx.test", `{"password":"`+password+`"}`, &acct)
+			dump := storeDump(t, e.sw.cfg)
+			if !bytes.Contains(dump, []byte("sip:1001@pbx.test")) {
+				t.Fatal("the dump does not hold the account at all: wrong place looked at")
+			}
+			for _, alg := range []string{registrar.AlgMD5, registrar.AlgSHA256} {
+				h, _ := registrar.HA1(alg, "1001", "pbx.test", password)
+				raw, _ := hex.DecodeString(h)
+				if bytes.Contains(dump, []byte(h)) || bytes.Contains(bytes.ToLower(dump), []byte(h)) || bytes.Contains(dump, raw) {
+					t.Errorf("%s HA1 readable in the %s dump", alg, driver)
+				}
+			}
+			if bytes.Contains(dump, []byte(`"`+password+`"`)) || bytes.Contains(dump, []byte(":"+password)) {
+				t.Errorf("password readable in the %s dump", driver)
+			}
+
+			// Moved to another AOR: it does not open there.
+			ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+			defer cancel()
+			a, err := e.sw.store.Account(ctx, "sip:1001@pbx.test")
+			if err != nil {
+				t.Fatal(err)
+			}
+			moved := a
+			moved.AOR = "sip:1003@pbx.test"
+			if err := e.sw.store.PutAccount(ctx, moved); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := e.keyring(t).Open(moved); !errors.Is(err, registrar.ErrUnsealable) {
+				t.Fatalf("moved record opened: %v", err)
+			}
+			e.sleepFor(t, "1003", "pw1003", iosParams)
+			deadline := time.Now().Add(pbxExpiry)
+			for !strings.Contains(e.sw.logs.String(), `"msg":"credentials unusable","aor":"sip:1003@pbx.test"`) {
+				if time.Now().After(deadline) {
+					t.Fatal("the moved record was not refused by the daemon")
+				}
+				time.Sleep(250 * time.Millisecond)
+			}
+			if driver != "embedded" {
+				return
+			}
+
+			// Key rotation.
+			if err := e.sw.store.DeleteAccount(ctx, "sip:1003@pbx.test"); err != nil {
+				t.Fatal(err)
+			}
+			oldKey := e.sw.cfg.Registrar.Credentials.KeyFile
+			newKey := writeKeyFile(t)
+			e.sw.Stop(t)
+			cfg := *e.sw.cfg
+			cfg.Registrar.Credentials.KeyFile, cfg.Registrar.Credentials.OldKeyFiles = newKey, []string{oldKey}
+			e.sw = startDaemon(t, &cfg)
+			var rk struct{ Resealed int }
+			adminJSON(t, e.sw, "POST", "/v1/accounts/rekey", "", &rk)
+			if rk.Resealed != 1 {
+				t.Fatalf("rekey resealed %d accounts, want 1", rk.Resealed)
+			}
+			e.sw.Stop(t)
+			cfg2 := cfg
+			cfg2.Registrar.Credentials.OldKeyFiles = nil
+			e.sw = startDaemon(t, &cfg2)
+			k, err := registrar.ReadKeyFile(newKey)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if a, err := e.sw.store.Account(ctx, "sip:1001@pbx.test"); err != nil || a.KeyID != registrar.KeyID(k) {
+				t.Fatalf("account after rekey: key %s %v, want %s", a.KeyID, err, registrar.KeyID(k))
+			}
+			before := len(ownRefreshes(t, e.kam, "1001"))
+			e.sleepFor(t, "1001", password, iosParams)
+			deadline = time.Now().Add(pbxExpiry)
+			for len(ownRefreshes(t, e.kam, "1001")) == before {
+				if time.Now().After(deadline) {
+					t.Fatal("no on-behalf refresh under the new key")
+				}
+				time.Sleep(500 * time.Millisecond)
+			}
+			if reg, _ := e.registration(t, "1001"); reg.State != store.RegActive {
+				t.Errorf("registration under the new key: %+v", reg)
+			}
+		})
 	}
 }
