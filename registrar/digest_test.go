@@ -12,21 +12,21 @@ func TestDigestPublishedExamples(t *testing.T) {
 		name, header, user, password, method, uri, cnonce, want string
 	}{
 		{
-			name:     "rfc2617 md5 qop=auth",
-			header:   `Digest realm="testrealm@host.com", qop="auth,auth-int", nonce="dcd98b7102dd2f0e8b11d0f600bfb0c093", opaque="5ccc069c403ebaf9f0171e9517f40e41"`,
-			user:     "Mufasa", password: "Circle Of Life", method: "GET", uri: "/dir/index.html",
+			name:   "rfc2617 md5 qop=auth",
+			header: `Digest realm="testrealm@host.com", qop="auth,auth-int", nonce="dcd98b7102dd2f0e8b11d0f600bfb0c093", opaque="5ccc069c403ebaf9f0171e9517f40e41"`,
+			user:   "Mufasa", password: "Circle Of Life", method: "GET", uri: "/dir/index.html",
 			cnonce: "0a4f113b", want: "6629fae49393a05397450978507c4ef1",
 		},
 		{
-			name:     "rfc7616 sha-256",
-			header:   `Digest realm="http-auth@example.org", qop="auth, auth-int", algorithm=SHA-256, nonce="7ypf/xlj9XXwfDPEoM4URrv/xwf94BcCAzFZH4GiTo0v", opaque="FQhe/qaU925kfnzjCev0ciny7QMkPqMAFRtzCUYo5tdS"`,
-			user:     "Mufasa", password: "Circle of Life", method: "GET", uri: "/dir/index.html",
+			name:   "rfc7616 sha-256",
+			header: `Digest realm="http-auth@example.org", qop="auth, auth-int", algorithm=SHA-256, nonce="7ypf/xlj9XXwfDPEoM4URrv/xwf94BcCAzFZH4GiTo0v", opaque="FQhe/qaU925kfnzjCev0ciny7QMkPqMAFRtzCUYo5tdS"`,
+			user:   "Mufasa", password: "Circle of Life", method: "GET", uri: "/dir/index.html",
 			cnonce: "f2/wE4q74E6zIJEtWaHKaf5wv/H5QzzpXusqGemxURZJ", want: "753927fa0e85d155564e2e272a28d1802ca10daf4496794697cf8db5856cb6c1",
 		},
 		{
-			name:     "rfc7616 md5",
-			header:   `Digest realm="http-auth@example.org", qop="auth, auth-int", algorithm=MD5, nonce="7ypf/xlj9XXwfDPEoM4URrv/xwf94BcCAzFZH4GiTo0v", opaque="FQhe/qaU925kfnzjCev0ciny7QMkPqMAFRtzCUYo5tdS"`,
-			user:     "Mufasa", password: "Circle of Life", method: "GET", uri: "/dir/index.html",
+			name:   "rfc7616 md5",
+			header: `Digest realm="http-auth@example.org", qop="auth, auth-int", algorithm=MD5, nonce="7ypf/xlj9XXwfDPEoM4URrv/xwf94BcCAzFZH4GiTo0v", opaque="FQhe/qaU925kfnzjCev0ciny7QMkPqMAFRtzCUYo5tdS"`,
+			user:   "Mufasa", password: "Circle of Life", method: "GET", uri: "/dir/index.html",
 			cnonce: "f2/wE4q74E6zIJEtWaHKaf5wv/H5QzzpXusqGemxURZJ", want: "8ca523f5e9506fed4657c9700eebdbec",
 		},
 	} {

@@ -683,3 +683,55 @@ func TestE2EOnBehalfCredentialsAtRest(t *testing.T) {
 		})
 	}
 }
+
+// TestE2ERefreshPush: in pass-through mode, a device that sent
+// +sip.pnsreg is told when it will be pushed (Feature-Caps on the 2xx)
+// and gets one register push (iOS: background, never VoIP; Android:
+// data) that long before its 60 s registration lapses; a device without
+// +sip.pnsreg refreshes by itself and is never pushed.
+func TestE2ERefreshPush(t *testing.T) {
+	e := startWakeEnvWith(t, testpeers.KamailioOptions{MaxExpires: pbxExpiry}, func(c *Config) {
+		c.Log.Level = "info"
+	})
+	register := func(user, params string) time.Time {
+		ua := proxytest.DialTCP(t, "", e.sw.TCP)
+		defer ua.Close()
+		cseq := 0
+		res := rawRegisterFor(t, ua, e.sw.TCP, user, "pw"+user, params, "", 3600, &cseq)
+		if res.StatusCode != 200 {
+			t.Fatalf("%s: register %d", user, res.StatusCode)
+		}
+		fc := res.GetHeader("Feature-Caps")
+		if strings.Contains(params, "pnsreg") && (fc == nil || !strings.Contains(fc.Value(), `+sip.pnsreg="20"`)) {
+			t.Errorf("%s: Feature-Caps %v, want +sip.pnsreg=20 (a third of 60 s)", user, fc)
+		}
+		return time.Now()
+	}
+	iosAt := register("1001", iosBoth+"|;+sip.pnsreg")
+	androidAt := register("1002", androidParms+"|;+sip.pnsreg")
+	register("1003", iosBoth+"|")
+
+	p := e.apns.WaitRequests(t, 1, pbxExpiry)[0]
+	if d := time.Since(iosAt); d < 35*time.Second || d > 50*time.Second {
+		t.Errorf("iOS register push %s after the REGISTER, want about 40 s", d.Round(time.Second))
+	}
+	if p.PushType() != "background" || p.Token != iosRemoteToken || p.Sipwake()["event"] != "register" || p.Sipwake()["aor"] != "sip:1001@pbx.test" {
+		t.Errorf("iOS register push: type %q token %s payload %v", p.PushType(), push6(p.Token), p.Sipwake())
+	}
+	f := e.fcm.WaitRequests(t, 1, 10*time.Second)[0]
+	if d := time.Since(androidAt); d < 35*time.Second || d > 55*time.Second {
+		t.Errorf("Android register push %s after the REGISTER", d.Round(time.Second))
+	}
+	if f.Message.Data["sipwake.event"] != "register" {
+		t.Errorf("Android register push data %v", f.Message.Data)
+	}
+	// Nothing more until the registrations lapse: one push each, none for
+	// the device that refreshes by itself.
+	time.Sleep(25 * time.Second)
+	if n := len(e.apns.Requests()); n != 1 {
+		t.Errorf("APNs got %d pushes, want 1", n)
+	}
+	if n := len(e.fcm.Requests()); n != 1 {
+		t.Errorf("FCM got %d pushes, want 1", n)
+	}
+}
