@@ -580,6 +580,17 @@ func (r *Registrar) sendRegister(ctx context.Context, reg *store.Registration, e
 	if err != nil {
 		return nil, err
 	}
+	if res.StatusCode == 423 && expires > 0 {
+		// Interval Too Brief: ask again for the PBX's Min-Expires.
+		if h := res.GetHeader("Min-Expires"); h != nil {
+			if n, err := strconv.Atoi(strings.TrimSpace(h.Value())); err == nil && n > 0 && time.Duration(n)*time.Second > expires {
+				expires = time.Duration(n) * time.Second
+				if res, err = send(build(nil)); err != nil {
+					return nil, err
+				}
+			}
+		}
+	}
 	if res.StatusCode != 401 && res.StatusCode != 407 {
 		return res, nil
 	}
