@@ -3,7 +3,8 @@
 #   make build   build ./sipwake with the version and commit stamped in
 #   make test    install missing test peers (as root), go vet, go test -race
 #   make bench   Go benchmarks of the SIP hot path, then SIPp load through
-#                sipwake and through Kamailio side by side (bench-sipp alone)
+#                sipwake and through Kamailio side by side (bench-sipp alone);
+#                bench-onbehalf: on-behalf accounts one node keeps registered
 #   make fmt     gofmt the tree
 #   make lint    fail on unformatted files, then go vet
 
@@ -23,7 +24,7 @@ PEER_BINS := kamailio kamcmd sipp baresip linphone-daemon redis-server
 PEER_PKGS := kamailio kamailio-extra-modules kamailio-tls-modules kamailio-utils-modules \
              sip-tester baresip linphone-cli redis-server openssl netcat-openbsd
 
-.PHONY: build test peers vet lint fmt bench bench-sipp clean
+.PHONY: build test peers vet lint fmt bench bench-sipp bench-onbehalf clean
 
 build:
 	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o sipwake ./cmd/sipwake
@@ -76,6 +77,13 @@ bench:
 bench-sipp:
 	@mkdir -p bench-results
 	SIPWAKE_BENCH_OUT=$(CURDIR)/bench-results $(GO) test -tags sipbench -run '^TestSIPpLoad$$' -count=1 -timeout 20m -v ./cmd/sipwake/internal/bench
+
+# On-behalf capacity: how many accounts one node keeps registered at a
+# Kamailio granting 60 s, CPU and store operations per refresh
+# (SIPWAKE_BENCH_ACCOUNTS, SIPWAKE_BENCH_AUTH=credentials|trusted,
+# SIPWAKE_BENCH_SECONDS; needs kamailio and redis-server).
+bench-onbehalf:
+	$(GO) test -tags sipbench -run '^TestOnBehalfCapacity$$' -count=1 -timeout 30m -v ./cmd/sipwake
 
 clean:
 	rm -f sipwake

@@ -510,13 +510,13 @@ func refreshInterval(d time.Duration) time.Duration {
 }
 
 // firstRefresh is when to refresh first after the device's own REGISTER:
-// anywhere between a twelfth and two thirds of the expiry, so that
-// devices that registered together (an app update, a network coming
-// back) are spread over the refresh period instead of hitting the PBX in
-// step for ever after.
+// anywhere in one whole refresh period (two thirds of the expiry) from a
+// twelfth of it on, so that devices that registered together (an app
+// update, a network coming back) are spread evenly over the period
+// instead of hitting the PBX in step for ever after; the latest leaves a
+// quarter of the expiry for a retry.
 func firstRefresh(d time.Duration) time.Duration {
-	lo, hi := d/12, d*2/3
-	return lo + rand.N(hi-lo+1)
+	return d/12 + rand.N(d*2/3+1)
 }
 
 // errNoCredentials: the PBX challenged and sipwake has nothing to answer

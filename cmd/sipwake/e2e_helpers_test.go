@@ -75,6 +75,13 @@ func e2eConfig(t testing.TB, kam *testpeers.Kamailio, dir string) *Config {
 // startDaemon runs serve with cfg in-process until the test ends.
 func startDaemon(t testing.TB, cfg *Config) *running {
 	t.Helper()
+	return startDaemonWith(t, cfg, context.Background())
+}
+
+// startDaemonWith is startDaemon with serve's context derived from base
+// (test hooks such as storeWrapKey).
+func startDaemonWith(t testing.TB, cfg *Config, base context.Context) *running {
+	t.Helper()
 	if probs := cfg.Validate(); len(probs) > 0 {
 		t.Fatalf("e2e config invalid: %v", probs)
 	}
@@ -84,7 +91,7 @@ func startDaemon(t testing.TB, cfg *Config) *running {
 		t.Fatal(err)
 	}
 	started := make(chan *daemon, 1)
-	ctx, cancel := context.WithCancel(context.WithValue(context.Background(), serveHookKey{},
+	ctx, cancel := context.WithCancel(context.WithValue(base, serveHookKey{},
 		func(d *daemon) { started <- d }))
 	r := &running{cfg: cfg, logs: logs, cancel: cancel, done: make(chan error, 1)}
 	go func() { r.done <- runServe(ctx, cfg, log.Named("sipwake"), level) }()

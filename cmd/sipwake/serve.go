@@ -44,6 +44,9 @@ func runServe(ctx context.Context, cfg *Config, log *zap.Logger, level zap.Atomi
 	if err != nil {
 		return unavailable(err)
 	}
+	if wrap, ok := ctx.Value(storeWrapKey{}).(func(store.Store) store.Store); ok {
+		st = wrap(st)
+	}
 	defer func() {
 		if err := st.Close(); err != nil {
 			log.Warn("store not closed cleanly", zap.Error(err))
@@ -164,6 +167,10 @@ func startAdminAPI(ctx context.Context, cfg *Config, st store.Store, mods []prox
 // serveHookKey keys a func(*daemon) in the context of runServe, called
 // once the daemon serves (tests only).
 type serveHookKey struct{}
+
+// storeWrapKey keys a func(store.Store) store.Store in the context of
+// runServe that wraps the opened store (benchmarks count operations).
+type storeWrapKey struct{}
 
 func shutdown(f func(context.Context) error, d time.Duration) {
 	ctx, cancel := context.WithTimeout(context.Background(), d)
