@@ -784,3 +784,211 @@ func pbxStat(t testing.TB, kam *testpeers.Kamailio, name string) int {
 	t.Fatalf("no statistic %s in %q", name, out)
 	return 0
 }
+
+// fakeRegistrar is a PBX registrar sipwake's REGISTERs reach, whose
+// answers a test switches: up (200, granting expires), busy (503 with
+// Retry-After) or down (silent). It records every REGISTER once (not its
+// retransmissions).
+type fakeRegistrar struct {
+	ua      *proxytest.UA
+	expires int
+	mu      sync.Mutex
+	mode    string // up, busy, down
+	seen    map[string]bool
+	log     []fakeReg
+}
+
+type fakeReg struct {
+	at     time.Time
+	callID string
+	mode   string
+}
+
+func startFakeRegistrar(t *testing.T, expires int) *fakeRegistrar {
+	f := &fakeRegistrar{ua: proxytest.NewUDP(t, pbxIP), expires: expires, mode: "up", seen: map[string]bool{}}
+	done := make(chan struct{})
+	t.Cleanup(func() { close(done) })
+	go func() {
+		for {
+			select {
+			case <-done:
+				return
+			default:
+			}
+			m, err := f.ua.Recv(200 * time.Millisecond)
+			if err != nil {
+				continue
+			}
+			req, ok := m.(*sip.Request)
+			if !ok || req.Method != sip.REGISTER {
+				continue
+			}
+			via := req.Via()
+			branch, _ := via.Params.Get("branch")
+			src := via.Host + ":" + strconv.Itoa(via.Port)
+			f.mu.Lock()
+			mode := f.mode
+			if !f.seen[branch] {
+				f.seen[branch] = true
+				f.log = append(f.log, fakeReg{at: time.Now(), callID: req.CallID().Value(), mode: mode})
+			}
+			f.mu.Unlock()
+			switch mode {
+			case "up":
+				c := req.Contact()
+				f.ua.Reply(src, req, 200, "OK", "Contact: <"+c.Address.String()+">;expires="+strconv.Itoa(f.expires))
+			case "busy":
+				f.ua.Reply(src, req, 503, "Service Unavailable", "Retry-After: 7")
+			}
+		}
+	}()
+	return f
+}
+
+func (f *fakeRegistrar) set(mode string) {
+	f.mu.Lock()
+	f.mode = mode
+	f.mu.Unlock()
+}
+
+// since returns the REGISTERs recorded from t on (sipwake's own only).
+func (f *fakeRegistrar) since(t0 time.Time) []fakeReg {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	var out []fakeReg
+	for _, r := range f.log {
+		if !r.at.Before(t0) && strings.HasPrefix(r.callID, "sw-") {
+			out = append(out, r)
+		}
+	}
+	return out
+}
+
+// TestE2EOnBehalfPBXTrouble: a PBX answering 503 with Retry-After is not
+// asked again before it; a PBX that goes silent (restarting) puts the
+// registrations in backing_off, and when it answers again the refreshes
+// come back spread over time rather than all at once, and all recover.
+func TestE2EOnBehalfPBXTrouble(t *testing.T) {
+	const devices = 30
+	pbx := startFakeRegistrar(t, 12)
+	cfg := e2eConfig(t, nil, t.TempDir())
+	cfg.Log.Level = "info"
+	cfg.Upstream.URI = "sip:" + pbx.ua.Addr() + ";transport=udp"
+	cfg.Upstream.Domains = []string{"pbx.test"}
+	cfg.Registrar.Mode = "on_behalf"
+	cfg.Registrar.OnBehalf.Auth = registrar.AuthTrusted
+	sw := startDaemon(t, cfg)
+	e := &wakeEnv{sw: sw}
+	ua := proxytest.NewUDP(t, "127.0.0.1")
+	for i := range devices {
+		u := strconv.Itoa(3000 + i)
+		params := ";pn-provider=fcm;pn-prid=trouble-token-" + u + "-abcdefghijklmnop;pn-param=" + fcmProject + "|"
+		cseq := 0
+		if res := rawRegisterFor(t, ua, sw.UDP, u, "", params, "", deviceAsk, &cseq); res.StatusCode != 200 {
+			t.Fatalf("%s: register %d", u, res.StatusCode)
+		}
+	}
+	// Up: every device's contact refreshed (a 12 s grant: every 8 s).
+	time.Sleep(12 * time.Second)
+	perCall := map[string]int{}
+	for _, r := range pbx.since(time.Time{}) {
+		perCall[r.callID]++
+	}
+	if len(perCall) != devices {
+		t.Fatalf("%d contacts refreshed by sipwake, want %d", len(perCall), devices)
+	}
+
+	// Busy: 503 with Retry-After 7; nothing comes back sooner.
+	busyFrom := time.Now()
+	pbx.set("busy")
+	time.Sleep(4 * time.Second)
+	pbx.set("up")
+	busyTo := time.Now()
+	first := map[string]time.Time{}
+	for _, r := range pbx.since(busyFrom) {
+		if r.mode == "busy" {
+			if _, ok := first[r.callID]; !ok {
+				first[r.callID] = r.at
+			}
+		}
+	}
+	if len(first) == 0 {
+		t.Fatal("no refresh met the busy PBX")
+	}
+	time.Sleep(12 * time.Second)
+	for _, r := range pbx.since(busyTo) {
+		if at, ok := first[r.callID]; ok && r.at.After(at) && r.at.Sub(at) < 7*time.Second {
+			t.Errorf("%s: asked again %s after a 503 with Retry-After: 7", r.callID, r.at.Sub(at).Round(10*time.Millisecond))
+		}
+	}
+
+	// Down, as a PBX restarting, for 20 s: then up again.
+	pbx.set("down")
+	time.Sleep(20 * time.Second)
+	_, metrics := httpGet(t, "http://"+sw.ops.Addr().String()+"/metrics")
+	if !strings.Contains(metrics, `sipwake_registrar_upstream_registrations{state="backing_off"}`) ||
+		strings.Contains(metrics, `sipwake_registrar_upstream_registrations{state="backing_off"} 0`) {
+		t.Errorf("no registration backing off while the PBX is silent")
+	}
+	back := time.Now()
+	pbx.set("up")
+	deadline := back.Add(45 * time.Second)
+	for {
+		n := 0
+		for _, r := range e.allRegistrations(t) {
+			if r.State == store.RegActive {
+				n++
+			}
+		}
+		if n == devices {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d of %d registrations active 45 s after the PBX came back", n, devices)
+		}
+		time.Sleep(500 * time.Millisecond)
+	}
+	firstBack := map[string]time.Time{}
+	for _, r := range pbx.since(back) {
+		if _, ok := firstBack[r.callID]; !ok {
+			firstBack[r.callID] = r.at
+		}
+	}
+	perSecond := map[int64]int{}
+	var lo, hi time.Time
+	for _, at := range firstBack {
+		perSecond[at.Unix()]++
+		if lo.IsZero() || at.Before(lo) {
+			lo = at
+		}
+		if at.After(hi) {
+			hi = at
+		}
+	}
+	peak := 0
+	for _, c := range perSecond {
+		peak = max(peak, c)
+	}
+	t.Logf("after the PBX came back: %d contacts re-registered over %s, at most %d in one second", len(firstBack), hi.Sub(lo).Round(100*time.Millisecond), peak)
+	// (Refreshes whose retransmissions were still running when the PBX
+	// came back complete without a new REGISTER; the others were backing
+	// off, each on its own jittered timer.)
+	if len(firstBack) < devices/4 {
+		t.Fatalf("only %d new REGISTERs after the PBX came back", len(firstBack))
+	}
+	if peak > max(3, len(firstBack)/2) {
+		t.Errorf("refreshes after the PBX came back are not spread: %d of %d in one second, over %s", peak, len(firstBack), hi.Sub(lo))
+	}
+}
+
+// allRegistrations lists every record in the daemon's store.
+func (e *wakeEnv) allRegistrations(t testing.TB) []store.Registration {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	regs, err := e.sw.store.ListRegistrations(ctx, store.RegistrationFilter{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return regs
+}
