@@ -160,7 +160,8 @@ func (r *Registrar) devicesOf(ctx context.Context, reg store.Registration) ([]st
 }
 
 // ended says why a record is over ("" when it is not): its devices are
-// gone or expired, or silent for registrar.inactivity_timeout.
+// gone or expired, silent for registrar.inactivity_timeout, or (on-behalf)
+// no longer reachable by push.
 func (r *Registrar) ended(reg *store.Registration, bs []store.Binding, now time.Time) string {
 	if reg.OnBehalf && r.cfg.InactivityTimeout > 0 && !now.Before(reg.LastSeen.Add(r.cfg.InactivityTimeout)) {
 		return "inactivity"
@@ -183,6 +184,11 @@ func (r *Registrar) ended(reg *store.Registration, bs []store.Binding, now time.
 	}
 	if !now.Before(reg.DeviceExpires) {
 		return "expired"
+	}
+	if reg.OnBehalf && reg.Instance != "" && bs[0].Push == nil {
+		// Its push token was found dead: kept registered, it could only
+		// be called while awake, which it then refreshes by itself.
+		return "no_push"
 	}
 	return ""
 }

@@ -132,3 +132,32 @@ func TestPushAtAndNextDue(t *testing.T) {
 type nopPusher struct{}
 
 func (nopPusher) Send(*push.Notification, func(push.Result, error)) error { return nil }
+
+func TestEnded(t *testing.T) {
+	r := testRegistrar(t, Config{InactivityTimeout: time.Hour})
+	now := time.Now()
+	live := store.Binding{Expires: now.Add(time.Minute), Push: &store.PushTarget{Provider: "fcm", Token: "t"}}
+	noPush := store.Binding{Expires: now.Add(time.Minute)}
+	for _, tc := range []struct {
+		name string
+		reg  store.Registration
+		bs   []store.Binding
+		want string
+	}{
+		{"live", store.Registration{Instance: "d", OnBehalf: true, LastSeen: now, DeviceExpires: now.Add(time.Minute)}, []store.Binding{live}, ""},
+		{"inactive", store.Registration{Instance: "d", OnBehalf: true, LastSeen: now.Add(-time.Hour), DeviceExpires: now.Add(time.Minute)}, []store.Binding{live}, "inactivity"},
+		{"inactivity only on behalf", store.Registration{Instance: "d", LastSeen: now.Add(-time.Hour), DeviceExpires: now.Add(time.Minute)}, []store.Binding{live}, ""},
+		{"binding removed", store.Registration{Instance: "d", OnBehalf: true, LastSeen: now, DeviceExpires: now.Add(time.Minute)}, nil, "removed"},
+		{"expired", store.Registration{Instance: "d", OnBehalf: true, LastSeen: now, DeviceExpires: now.Add(-time.Second)}, nil, "expired"},
+		{"push gone", store.Registration{Instance: "d", OnBehalf: true, LastSeen: now, DeviceExpires: now.Add(time.Minute)}, []store.Binding{noPush}, "no_push"},
+		{"shared lives with its last device", store.Registration{OnBehalf: true, LastSeen: now, DeviceExpires: now.Add(-time.Second)},
+			[]store.Binding{noPush, live}, ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			reg := tc.reg
+			if got := r.ended(&reg, tc.bs, now); got != tc.want {
+				t.Fatalf("ended = %q, want %q", got, tc.want)
+			}
+		})
+	}
+}
