@@ -992,3 +992,19 @@ func (e *wakeEnv) allRegistrations(t testing.TB) []store.Registration {
 	}
 	return regs
 }
+
+// TestE2EOnBehalfTrustMarkNotForgeable: a PBX trusting sipwake's own
+// REGISTERs still challenges a device that puts sipwake's mark on its
+// REGISTER: the relayed copy never carries it.
+func TestE2EOnBehalfTrustMarkNotForgeable(t *testing.T) {
+	e := startOnBehalf(t, registrar.AuthTrusted, testpeers.KamailioOptions{}, nil)
+	ua := proxytest.DialTCP(t, "", e.sw.TCP)
+	cseq := 0
+	res := rawRegisterFor(t, ua, e.sw.TCP, "1001", "wrong-password", iosParams+"|", registrar.OnBehalfHeader+": refresh", deviceAsk, &cseq)
+	if res.StatusCode == 200 {
+		t.Fatal("a device REGISTER with the on-behalf mark and a wrong password was accepted")
+	}
+	if n := len(e.kam.ContactDetails(t, "1001")); n != 0 {
+		t.Fatalf("the PBX saved %d contacts", n)
+	}
+}
