@@ -67,8 +67,8 @@ func sampleValue(f *dto.MetricFamily, m *dto.Metric) float64 {
 	}
 }
 
-// lbl turns "k", "v", ... into a map.
-func lbl(kv ...string) map[string]string {
+// metricLabels turns "k", "v", ... into a map.
+func metricLabels(kv ...string) map[string]string {
 	m := map[string]string{}
 	for i := 0; i+1 < len(kv); i += 2 {
 		m[kv[i]] = kv[i+1]
@@ -255,9 +255,9 @@ func TestE2EMetricsFlow(t *testing.T) {
 	// Gauges: no call held any more, a binding per provider (the count is
 	// cached for 15 s, so wait for a fresh one), the PBX answered.
 	after := waitMetric(t, e.sw, 20*time.Second, "bindings gauge not apns=1 fcm=1", func(s metricsScrape) bool {
-		return s.sum("sipwake_registrar_bindings", lbl("provider", "apns")) == 1 &&
-			s.sum("sipwake_registrar_bindings", lbl("provider", "fcm")) == 1 &&
-			s.sum("sipwake_wake_message_deliveries_total", lbl("result", "delivered")) == 1
+		return s.sum("sipwake_registrar_bindings", metricLabels("provider", "apns")) == 1 &&
+			s.sum("sipwake_registrar_bindings", metricLabels("provider", "fcm")) == 1 &&
+			s.sum("sipwake_wake_message_deliveries_total", metricLabels("result", "delivered")) == 1
 	})
 	for _, c := range []struct {
 		name   string
@@ -267,7 +267,7 @@ func TestE2EMetricsFlow(t *testing.T) {
 		{"sipwake_wake_invites_held", nil, 0},
 		{"sipwake_upstream_up", nil, 1},
 		{"sipwake_draining", nil, 0},
-		{"sipwake_registrar_bindings", lbl("provider", "none"), 0},
+		{"sipwake_registrar_bindings", metricLabels("provider", "none"), 0},
 		{"sipwake_store_errors_total", nil, 0},
 		{"sipwake_build_info", nil, 1},
 	} {
@@ -277,9 +277,9 @@ func TestE2EMetricsFlow(t *testing.T) {
 	}
 
 	// Counters and histogram counts: exactly what the flow did.
-	sip := func(method, dir string) map[string]string { return lbl("method", method, "direction", dir) }
+	sip := func(method, dir string) map[string]string { return metricLabels("method", method, "direction", dir) }
 	resp := func(method, class, dir string) map[string]string {
-		return lbl("method", method, "code_class", class, "direction", dir)
+		return metricLabels("method", method, "code_class", class, "direction", dir)
 	}
 	for _, c := range []struct {
 		name   string
@@ -296,8 +296,8 @@ func TestE2EMetricsFlow(t *testing.T) {
 		{"sipwake_sip_responses_total", resp("REGISTER", "4xx", "out"), 4, "relayed to the phones"},
 		{"sipwake_sip_responses_total", resp("REGISTER", "2xx", "in"), 4, "the PBX's 200s"},
 		{"sipwake_sip_responses_total", resp("REGISTER", "2xx", "out"), 4, "relayed to the phones"},
-		{"sipwake_registrar_registrations_total", lbl("result", "challenged"), 4, "one challenge per registration"},
-		{"sipwake_registrar_registrations_total", lbl("result", "ok"), 4, "four bindings stored"},
+		{"sipwake_registrar_registrations_total", metricLabels("result", "challenged"), 4, "one challenge per registration"},
+		{"sipwake_registrar_registrations_total", metricLabels("result", "ok"), 4, "four bindings stored"},
 		// The call: the initial INVITE and the caller's re-INVITE, each
 		// with its ACK, then the BYE, all from the PBX to the iPhone.
 		{"sipwake_sip_requests_total", sip("INVITE", "in"), 2, "INVITE + re-INVITE from the PBX"},
@@ -318,23 +318,23 @@ func TestE2EMetricsFlow(t *testing.T) {
 		{"sipwake_sip_responses_total", resp("MESSAGE", "2xx", "out"), 1, "the 202"},
 		{"sipwake_sip_responses_total", resp("MESSAGE", "2xx", "in"), 1, "the phone's 200"},
 		// Pushes: one VoIP push for the call, one data push for the message.
-		{"sipwake_push_requests_total", lbl("provider", "apns", "push_type", "voip", "result", "ok", "reason", ""), 1, "the call push"},
-		{"sipwake_push_requests_total", lbl("provider", "fcm", "push_type", "data", "result", "ok", "reason", ""), 1, "the message push"},
-		{"sipwake_push_requests_total", lbl("result", "error"), 0, "no push failed"},
-		{"sipwake_push_request_duration_seconds", lbl("provider", "apns"), 1, "one APNs answer timed"},
-		{"sipwake_push_request_duration_seconds", lbl("provider", "fcm"), 1, "one FCM answer timed"},
+		{"sipwake_push_requests_total", metricLabels("provider", "apns", "push_type", "voip", "result", "ok", "reason", ""), 1, "the call push"},
+		{"sipwake_push_requests_total", metricLabels("provider", "fcm", "push_type", "data", "result", "ok", "reason", ""), 1, "the message push"},
+		{"sipwake_push_requests_total", metricLabels("result", "error"), 0, "no push failed"},
+		{"sipwake_push_request_duration_seconds", metricLabels("provider", "apns"), 1, "one APNs answer timed"},
+		{"sipwake_push_request_duration_seconds", metricLabels("provider", "fcm"), 1, "one FCM answer timed"},
 		{"sipwake_push_tokens_pruned_total", nil, 0, "no dead token"},
 		// The hold and the wake-up.
-		{"sipwake_wake_invite_hold_duration_seconds", lbl("outcome", "answered"), 1, "the held call was answered"},
+		{"sipwake_wake_invite_hold_duration_seconds", metricLabels("outcome", "answered"), 1, "the held call was answered"},
 		{"sipwake_wake_invite_hold_duration_seconds", nil, 1, "and it is the only hold"},
 		{"sipwake_wake_push_to_register_seconds", nil, 1, "one device woken by a call push"},
 		{"sipwake_wake_invite_delivery_seconds", nil, 1, "one held INVITE delivered"},
 		// The stored message.
 		{"sipwake_wake_messages_stored_total", nil, 1, "stored once, answered 202"},
-		{"sipwake_wake_message_deliveries_total", lbl("result", "delivered"), 1, "delivered once"},
-		{"sipwake_wake_message_deliveries_total", lbl("result", "failed"), 0, "no failed attempt"},
-		{"sipwake_wake_message_deliveries_total", lbl("result", "refused"), 0, ""},
-		{"sipwake_wake_message_deliveries_total", lbl("result", "expired"), 0, ""},
+		{"sipwake_wake_message_deliveries_total", metricLabels("result", "delivered"), 1, "delivered once"},
+		{"sipwake_wake_message_deliveries_total", metricLabels("result", "failed"), 0, "no failed attempt"},
+		{"sipwake_wake_message_deliveries_total", metricLabels("result", "refused"), 0, ""},
+		{"sipwake_wake_message_deliveries_total", metricLabels("result", "expired"), 0, ""},
 		{"sipwake_wake_message_delivery_delay_seconds", nil, 1, "one delivery timed"},
 		// Nothing failed in the store or was dropped.
 		{"sipwake_store_errors_total", nil, 0, "no store error"},
