@@ -98,26 +98,75 @@ func runServe(ctx context.Context, cfg *Config, log *zap.Logger, level zap.Atomi
 		zap.String("upstream", cfg.Upstream.URI), zap.String("ops", ops.Addr().String()))
 
 	<-ctx.Done()
-	slog.Info("draining", zap.Duration("delay", cfg.Drain.Delay), zap.Duration("timeout", cfg.Drain.Timeout))
+	drain(cfg, srv, ops, mods, slog)
+	return nil
+}
+
+// drain is the SIGTERM sequence (CONVENTIONS.md C11): readiness and
+// OPTIONS turn 503 at once and new out-of-dialog requests get 503 with
+// Retry-After, while transactions in flight and held INVITEs finish (a
+// held INVITE ends by itself within wake.invite_hold_timeout); after
+// drain.delay at least and drain.timeout at most, everything stops
+// (held INVITEs still waiting are answered). Progress is logged every
+// 5 s. A second SIGTERM or SIGINT stops at once.
+func drain(cfg *Config, srv *proxy.Server, ops *opsServer, mods []proxy.Module, log *zap.Logger) {
+	start := time.Now()
+	held := func() int { return 0 }
+	for _, m := range mods {
+		if w, ok := m.(*wake.Wake); ok {
+			held = func() int { return len(w.Held()) }
+		}
+	}
+	log.Info("draining", zap.Duration("delay", cfg.Drain.Delay), zap.Duration("timeout", cfg.Drain.Timeout),
+		zap.Int64("in_flight", srv.InFlight()), zap.Int("held_calls", held()))
 	ops.SetDraining(true)
 	dctx, cancel := context.WithTimeout(context.Background(), cfg.Drain.Timeout)
 	defer cancel()
+	// The first signal ended ctx; the next one cuts the drain short.
+	sigs := make(chan os.Signal, 1)
+	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT)
+	defer signal.Stop(sigs)
+	forced := false
 	drained := make(chan error, 1)
 	go func() { drained <- srv.Drain(dctx) }()
-	select {
-	case <-time.After(cfg.Drain.Delay):
-	case <-dctx.Done():
+	progress := time.NewTicker(5 * time.Second)
+	defer progress.Stop()
+	delay := time.After(cfg.Drain.Delay)
+	var result error
+	done, delayed := false, cfg.Drain.Delay <= 0
+	for !(done && delayed) {
+		select {
+		case result = <-drained:
+			done = true
+		case <-delay:
+			delayed = true
+		case <-dctx.Done():
+			delayed = true
+		case sig := <-sigs:
+			log.Warn("second signal: stopping now", zap.String("signal", sig.String()),
+				zap.Int64("in_flight", srv.InFlight()), zap.Int("held_calls", held()))
+			forced = true
+			cancel()
+			delayed = true
+		case <-progress.C:
+			log.Info("still draining", zap.Float64(proxy.FieldDuration, time.Since(start).Seconds()),
+				zap.Int64("in_flight", srv.InFlight()), zap.Int("held_calls", held()))
+		}
 	}
-	if err := <-drained; err != nil {
-		slog.Warn("drain timed out; stopping with transactions in flight", zap.Error(err))
+	if result != nil && !forced {
+		log.Warn("drain timed out; stopping with transactions in flight", zap.Error(result),
+			zap.Int64("in_flight", srv.InFlight()), zap.Int("held_calls", held()))
 	}
-	sctx, scancel := context.WithTimeout(context.Background(), 5*time.Second)
+	stopIn := 5 * time.Second
+	if forced {
+		stopIn = time.Second
+	}
+	sctx, scancel := context.WithTimeout(context.Background(), stopIn)
 	defer scancel()
 	if err := srv.Stop(sctx); err != nil {
-		slog.Warn("sip stop", zap.Error(err))
+		log.Warn("sip stop", zap.Error(err))
 	}
-	slog.Info("stopped")
-	return nil
+	log.Info("stopped", zap.Float64(proxy.FieldDuration, time.Since(start).Seconds()))
 }
 
 // daemon is what a running serve holds; tests reach it through

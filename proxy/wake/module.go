@@ -235,9 +235,25 @@ func (w *Wake) Stop(ctx context.Context) error {
 	go func() { w.wg.Wait(); close(done) }()
 	select {
 	case <-done:
-		return nil
 	case <-ctx.Done():
 		return ctx.Err()
+	}
+	// The held calls answer as soon as they see the stop: wait until they
+	// have, so that their answers leave before the listeners close.
+	tick := time.NewTicker(5 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		w.mu.Lock()
+		n := len(w.calls)
+		w.mu.Unlock()
+		if n == 0 {
+			return nil
+		}
+		select {
+		case <-tick.C:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
 	}
 }
 
