@@ -79,7 +79,7 @@ func (t *statelessTx) Respond(res *sip.Response) error {
 	}
 	res.SetTransport(tp)
 	res.SetDestination(dest)
-	return t.srv.tpl.WriteMsg(res)
+	return t.srv.writeMsg(res)
 }
 
 func (t *statelessTx) Acks() <-chan *sip.Request    { return nil }

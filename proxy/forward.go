@@ -64,7 +64,7 @@ func (s *Server) forward(ctx context.Context, r *Request, opt ForwardOptions) {
 	}
 	s.metrics.request(out.Method, dirOut)
 	if req.IsAck() {
-		if err := s.tpl.WriteMsg(out); err != nil {
+		if err := s.writeMsg(out); err != nil {
 			r.Log().Info("ack not forwarded", zap.String(FieldDst, t.Dest), zap.Error(err))
 		}
 		return
@@ -157,12 +157,14 @@ func (s *Server) launch(out *sip.Request, tp string) (sip.ClientTransaction, cha
 	responses := make(chan *sip.Response, 32)
 	s.branches.Store(key, responses)
 	cctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	t0 := s.tapTime()
 	tx, err := s.txl.Request(cctx, out)
 	cancel()
 	if err != nil {
 		s.branches.Delete(key)
 		return nil, nil, nil, err
 	}
+	s.captureOnConn(txConn(tx), out, t0)
 	// The transaction's own response channel must be drained for its
 	// state machine to go on (a blocked pass-up would hold its lock); the
 	// responses relayed come from the tap. After the final response
@@ -523,9 +525,12 @@ func (s *Server) relay2xxRetransmission(r *Request, opt ForwardOptions, res *sip
 		return
 	}
 	s.metrics.response(r.Msg.Method, out.StatusCode, dirOut)
-	if r.failed.Load() || r.Tx.Respond(out) != nil {
-		_ = s.tpl.WriteMsg(out)
+	t0 := s.tapTime()
+	if !r.failed.Load() && r.Tx.Respond(out) == nil {
+		s.captureOnConn(txConn(r.Tx), out, t0)
+		return
 	}
+	_ = s.writeMsg(out)
 }
 
 // responseDest is where a response goes (RFC 3261 §18.2.2, RFC 3581 §4):
@@ -578,11 +583,13 @@ func (s *Server) sendCancel(inv *sip.Request, reason sip.Header) {
 	s.metrics.request(sip.CANCEL, dirOut)
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
+	t0 := s.tapTime()
 	tx, err := s.txl.Request(ctx, c)
 	if err != nil {
 		s.log.Info("cancel not sent", CallID(inv.CallID().Value()), zap.Error(err))
 		return
 	}
+	s.captureOnConn(txConn(tx), c, t0)
 	defer tx.Terminate()
 	select {
 	case res := <-tx.Responses():
@@ -642,7 +649,7 @@ func (s *Server) strayResponse(res *sip.Response) {
 	}
 	out.SetTransport(tp)
 	out.SetDestination(dest)
-	if err := s.tpl.WriteMsg(out); err != nil {
+	if err := s.writeMsg(out); err != nil {
 		s.log.Debug("stray 2xx not relayed", zap.Error(err))
 	}
 }

@@ -166,7 +166,7 @@ func (r *Request) RespondWith(res *sip.Response) {
 		// 2xx silently, but every 2xx must reach the caller (RFC 3261
 		// §16.7 step 5), who then ACKs and ends that dialog.
 		r.srv.metrics.response(r.Msg.Method, res.StatusCode, dirOut)
-		if err := r.srv.tpl.WriteMsg(res); err != nil {
+		if err := r.srv.writeMsg(res); err != nil {
 			if ce := r.Log().Check(zap.DebugLevel, "response not sent"); ce != nil {
 				ce.Write(zap.Int("status", res.StatusCode), zap.Error(err))
 			}
@@ -180,11 +180,14 @@ func (r *Request) RespondWith(res *sip.Response) {
 		r.failed.Store(true)
 	}
 	r.srv.metrics.response(r.Msg.Method, res.StatusCode, dirOut)
+	t0 := r.srv.tapTime()
 	if err := r.Tx.Respond(res); err != nil {
 		if ce := r.Log().Check(zap.DebugLevel, "response not sent"); ce != nil {
 			ce.Write(zap.Int("status", res.StatusCode), zap.Error(err))
 		}
+		return
 	}
+	r.srv.captureOnConn(txConn(r.Tx), res, t0)
 }
 
 // Forward relays the request to the target statefully and relays the

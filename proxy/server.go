@@ -65,6 +65,10 @@ type Config struct {
 	Logger *zap.Logger
 	// Registerer receives the proxy's metrics; nil registers nothing.
 	Registerer prometheus.Registerer
+	// Tap, when set, sees every SIP message received and sent (trace,
+	// HEP export); see Tap. It is started before and stopped after the
+	// Server by its owner.
+	Tap *Tap
 }
 
 // listener is a bound listener with its advertised identity.
@@ -238,6 +242,9 @@ func (s *Server) listen(l Listen) error {
 			_ = uc.SetReadBuffer(s.cfg.UDPBufferBytes)
 			_ = uc.SetWriteBuffer(s.cfg.UDPBufferBytes)
 		}
+		if s.cfg.Tap != nil {
+			pc = &tapPacketConn{PacketConn: pc, tap: s.cfg.Tap, local: pc.LocalAddr().String()}
+		}
 		ln = &listener{network: "UDP", closer: pc.Close, pc: pc}
 		ln.bound = mustAddrPort(pc.LocalAddr())
 		s.serve(func() error { return s.tpl.ServeUDP(pc) })
@@ -254,6 +261,9 @@ func (s *Server) listen(l Listen) error {
 		}
 		if err != nil {
 			return fmt.Errorf("proxy: listen %s %s: %w", network, l.Addr, err)
+		}
+		if s.cfg.Tap != nil {
+			nl = &tapListener{Listener: nl, tap: s.cfg.Tap, transport: strings.ToUpper(network)}
 		}
 		ln = &listener{network: strings.ToUpper(network), closer: nl.Close}
 		ln.bound = mustAddrPort(nl.Addr())
@@ -494,9 +504,13 @@ func (s *Server) Stop(ctx context.Context) error {
 
 // readFilter enforces sip.max_message_bytes. For UDP an oversized datagram
 // is dropped (sipgo stops a UDP reader on a filter error, so it returns an
-// empty slice); for TCP/TLS the connection is closed.
+// empty slice); for TCP/TLS the connection is closed. What passes is
+// handed to the tap (every read of every connection comes through here).
 func (s *Server) readFilter(p sip.TransportReadProps, data []byte) ([]byte, error) {
 	if len(data) <= s.cfg.MaxMessageBytes {
+		if s.cfg.Tap.on() {
+			s.cfg.Tap.capture(DirIn, p.Transport, p.LocalAddr.String(), p.RemoteAddr.String(), data)
+		}
 		return data, nil
 	}
 	s.metrics.dropped.WithLabelValues("too_large").Inc()
