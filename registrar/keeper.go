@@ -405,14 +405,14 @@ func (r *Registrar) margin(d time.Duration) time.Duration {
 // only).
 func (r *Registrar) registerPush(b *store.Binding) *push.Notification {
 	n := &push.Notification{
-		Target:     pushTarget(b.Push),
+		Target:     PushTarget(b.Push),
 		Payload:    push.Payload{Event: push.EventRegister, AOR: b.AOR},
 		Expiration: b.Expires,
 		CollapseID: "register-" + b.Token,
 	}
 	switch {
-	case isAPNs(b.Push):
-		if !hasType(b.Push, PushTypeRemote) {
+	case IsAPNs(b.Push):
+		if !Accepts(b.Push, PushTypeRemote) {
 			return nil
 		}
 		n.Type = push.TypeBackground
@@ -433,13 +433,13 @@ func (r *Registrar) sendLoginPush(b *store.Binding) {
 		return
 	}
 	n := &push.Notification{
-		Target:     pushTarget(b.Push),
+		Target:     PushTarget(b.Push),
 		Payload:    push.Payload{Event: push.EventLoginRequired, AOR: b.AOR},
 		CollapseID: "login-" + b.Token,
 	}
 	switch {
-	case isAPNs(b.Push):
-		if !hasType(b.Push, PushTypeRemote) {
+	case IsAPNs(b.Push):
+		if !Accepts(b.Push, PushTypeRemote) {
 			return
 		}
 		n.Type = push.TypeAlert
@@ -687,16 +687,18 @@ func newCallID() string {
 	return "sw-" + strconv.FormatUint(rand.Uint64(), 36) + strconv.FormatUint(rand.Uint64(), 36)
 }
 
-// pushTarget converts a stored push target to the push package's.
-func pushTarget(t *store.PushTarget) push.Target {
+// PushTarget converts a stored push target to the push package's.
+func PushTarget(t *store.PushTarget) push.Target {
 	return push.Target{Provider: t.Provider, Token: t.Token, Param: t.Param, Tokens: t.Tokens, Legacy: t.Legacy}
 }
 
-func isAPNs(t *store.PushTarget) bool {
+// IsAPNs reports whether the target is an Apple device.
+func IsAPNs(t *store.PushTarget) bool {
 	return t.Provider == push.ProviderAPNs || t.Provider == push.ProviderAPNsDev
 }
 
-func hasType(t *store.PushTarget, typ string) bool {
+// Accepts reports whether the device accepts push type typ (PushType*).
+func Accepts(t *store.PushTarget, typ string) bool {
 	for _, x := range t.Types {
 		if x == typ {
 			return true

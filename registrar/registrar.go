@@ -531,27 +531,10 @@ func (r *Registrar) nodeURI(srv *proxy.Server) string {
 	return r.nodeURIText
 }
 
-// grantedExpiry reads the expiry the PBX granted to our contact.
+// grantedExpiry reads the expiry the PBX granted to our contact; 0 when
+// the PBX did not list it (it is not registered there).
 func (r *Registrar) grantedExpiry(res *sip.Response, st *regState) time.Duration {
-	for _, h := range res.GetHeaders("Contact") {
-		c, ok := h.(*sip.ContactHeader)
-		if !ok || c.Address.User != st.upToken {
-			continue
-		}
-		if v, ok := c.Params.Get("expires"); ok {
-			if n, err := strconv.Atoi(strings.TrimSpace(v)); err == nil {
-				return time.Duration(n) * time.Second
-			}
-		}
-		if h := res.GetHeader("Expires"); h != nil {
-			if n, err := strconv.Atoi(strings.TrimSpace(h.Value())); err == nil {
-				return time.Duration(n) * time.Second
-			}
-		}
-		return st.requested
-	}
-	// The PBX did not list our contact: it is not registered there.
-	return 0
+	return r.grantedFor(res, st.upToken, st.requested)
 }
 
 // translateContacts replaces, in place, sipwake contacts in a REGISTER 2xx

@@ -15,6 +15,7 @@ import (
 
 	"github.com/sipwake/sipwake/proxy"
 	"github.com/sipwake/sipwake/push"
+	"github.com/sipwake/sipwake/registrar"
 	"github.com/sipwake/sipwake/store"
 )
 
@@ -803,7 +804,7 @@ func (c *call) tellWaking(outcome string) {
 			continue
 		}
 		e := ev
-		if isAPNs(d.b.Push) && e == push.EventCallCancelled {
+		if registrar.IsAPNs(d.b.Push) && e == push.EventCallCancelled {
 			e = push.EventCallMissed // an alert: the call was missed
 		}
 		c.sendPush(d, e)

@@ -304,7 +304,7 @@ func (w *Wake) pushMessage(b *store.Binding, m *sip.Request, sender string) {
 	}
 	t := b.Push
 	n := &push.Notification{
-		Target:     pushTarget(t),
+		Target:     registrar.PushTarget(t),
 		Payload:    push.Payload{Event: push.EventMessage, CallID: m.CallID().Value(), AOR: b.AOR},
 		CollapseID: push.CollapseID(b.AOR + "\x00" + sender),
 		Expiration: time.Now().Add(w.cfg.MessageTTL),
@@ -319,8 +319,8 @@ func (w *Wake) pushMessage(b *store.Binding, m *sip.Request, sender string) {
 		n.Payload.Body = preview(m)
 	}
 	switch {
-	case isAPNs(t):
-		if !hasType(t, registrar.PushTypeRemote) {
+	case registrar.IsAPNs(t):
+		if !registrar.Accepts(t, registrar.PushTypeRemote) {
 			return // a VoIP-only device: VoIP pushes are for calls only
 		}
 		n.Type = push.TypeAlert

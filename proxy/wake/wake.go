@@ -112,27 +112,6 @@ func pushAllowed(m *sip.Request) bool {
 	return true
 }
 
-// pushTarget converts a stored push target to the push package's.
-func pushTarget(t *store.PushTarget) push.Target {
-	return push.Target{Provider: t.Provider, Token: t.Token, Param: t.Param, Tokens: t.Tokens, Legacy: t.Legacy}
-}
-
-// hasType reports whether the device accepts push type typ (registrar
-// PushType* names).
-func hasType(t *store.PushTarget, typ string) bool {
-	for _, x := range t.Types {
-		if x == typ {
-			return true
-		}
-	}
-	return false
-}
-
-// isAPNs reports whether the target is an Apple device.
-func isAPNs(t *store.PushTarget) bool {
-	return t.Provider == push.ProviderAPNs || t.Provider == push.ProviderAPNsDev
-}
-
 // errNoPushForm: the device has no push form for the event (an iOS device
 // that gave only a VoIP token gets no alert push: VoIP is for calls only).
 var errNoPushForm = errors.New("wake: device accepts no push of this kind")
@@ -141,7 +120,7 @@ var errNoPushForm = errors.New("wake: device accepts no push of this kind")
 func (c *call) notification(b *store.Binding, ev push.Event) (*push.Notification, error) {
 	t := b.Push
 	n := &push.Notification{
-		Target:     pushTarget(t),
+		Target:     registrar.PushTarget(t),
 		Payload:    push.Payload{Event: ev, CallID: c.callID, AOR: c.aor},
 		CollapseID: push.CollapseID(c.callID),
 	}
@@ -149,11 +128,11 @@ func (c *call) notification(b *store.Binding, ev push.Event) (*push.Notification
 		n.Payload.FromURI, n.Payload.FromName = c.fromURI, c.fromName
 	}
 	switch {
-	case isAPNs(t) && ev == push.EventCall && hasType(t, registrar.PushTypeVoIP):
+	case registrar.IsAPNs(t) && ev == push.EventCall && registrar.Accepts(t, registrar.PushTypeVoIP):
 		n.Type = push.TypeVoIP
 		n.Expiration = c.deadline
-	case isAPNs(t):
-		if !hasType(t, registrar.PushTypeRemote) {
+	case registrar.IsAPNs(t):
+		if !registrar.Accepts(t, registrar.PushTypeRemote) {
 			return nil, errNoPushForm
 		}
 		n.Type = push.TypeAlert
