@@ -676,6 +676,7 @@ func TestE2EOnBehalfCredentialsAtRest(t *testing.T) {
 			if err := e.sw.store.DeleteAccount(ctx, "sip:1003@pbx.test"); err != nil {
 				t.Fatal(err)
 			}
+			adminJSON(t, e.sw, "PUT", "/v1/accounts/sip:1002@pbx.test", `{"password":"pw1002"}`, &acct)
 			oldKey := e.sw.cfg.Registrar.Credentials.KeyFile
 			newKey := writeKeyFile(t)
 			e.sw.Stop(t)
@@ -684,8 +685,8 @@ func TestE2EOnBehalfCredentialsAtRest(t *testing.T) {
 			e.sw = startDaemon(t, &cfg)
 			var rk struct{ Resealed int }
 			adminJSON(t, e.sw, "POST", "/v1/accounts/rekey", "", &rk)
-			if rk.Resealed != 1 {
-				t.Fatalf("rekey resealed %d accounts, want 1", rk.Resealed)
+			if rk.Resealed != 2 {
+				t.Fatalf("rekey resealed %d accounts, want 2", rk.Resealed)
 			}
 			e.sw.Stop(t)
 			cfg2 := cfg
@@ -695,8 +696,14 @@ func TestE2EOnBehalfCredentialsAtRest(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if a, err := e.sw.store.Account(ctx, "sip:1001@pbx.test"); err != nil || a.KeyID != registrar.KeyID(k) {
-				t.Fatalf("account after rekey: key %s %v, want %s", a.KeyID, err, registrar.KeyID(k))
+			for _, aor := range []string{"sip:1001@pbx.test", "sip:1002@pbx.test"} {
+				a, err := e.sw.store.Account(ctx, aor)
+				if err != nil || a.KeyID != registrar.KeyID(k) {
+					t.Fatalf("%s after rekey: key %s %v, want %s", aor, a.KeyID, err, registrar.KeyID(k))
+				}
+				if _, err := e.keyring(t).Open(a); err != nil {
+					t.Fatalf("%s does not open under the new key alone: %v", aor, err)
+				}
 			}
 			before := len(ownRefreshes(t, e.kam, "1001"))
 			e.sleepFor(t, "1001", password, iosParams)
