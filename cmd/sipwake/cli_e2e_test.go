@@ -8,6 +8,8 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"reflect"
+	"regexp"
 	"sort"
 	"strings"
 	"testing"
@@ -228,9 +230,10 @@ func splitCells(l string) []string {
 	return cells
 }
 
-// leafCommands lists the runnable commands of the CLI tree (help and
-// completion aside), by path.
-func leafCommands() []string {
+// runnableCommands lists the commands of the CLI tree that do something
+// (help, completion and groups that only show their help aside), by path.
+func runnableCommands() []string {
+	helpOnly := reflect.ValueOf(showHelp).Pointer()
 	var out []string
 	var walk func(c *cobra.Command)
 	walk = func(c *cobra.Command) {
@@ -238,16 +241,67 @@ func leafCommands() []string {
 			if sub.Name() == "help" || sub.Name() == "completion" || sub.Hidden {
 				continue
 			}
-			if sub.HasSubCommands() {
-				walk(sub)
-				continue
+			if sub.RunE != nil && reflect.ValueOf(sub.RunE).Pointer() != helpOnly || sub.Run != nil {
+				out = append(out, strings.TrimPrefix(sub.CommandPath(), "sipwake "))
 			}
-			out = append(out, strings.TrimPrefix(sub.CommandPath(), "sipwake "))
+			walk(sub)
 		}
 	}
 	walk(newRootCmd(noEnv, io.Discard, io.Discard))
 	sort.Strings(out)
 	return out
+}
+
+// hasCommand reports whether the CLI has the command at path.
+func hasCommand(path ...string) bool {
+	cmd, rest, err := newRootCmd(noEnv, io.Discard, io.Discard).Find(path)
+	return err == nil && len(rest) == 0 && cmd.CommandPath() == "sipwake "+strings.Join(path, " ")
+}
+
+// traceCLI runs the trace switch commands: on for an AOR and for a
+// Call-ID, list, off for one and for all.
+func traceCLI(t *testing.T, d *cliDaemon) {
+	t.Helper()
+	out := d.ok(t, "trace", "--aor", "sip:1001@pbx.test", "--for", "2m")
+	m := regexp.MustCompile(`^tracing sip:1001@pbx\.test until (\S+) \(switch (\S+)\)\n$`).FindStringSubmatch(out)
+	if m == nil {
+		t.Fatalf("trace --aor: %q", out)
+	}
+	if exp, err := time.Parse(time.RFC3339, m[1]); err != nil || time.Until(exp) > 2*time.Minute+5*time.Second || time.Until(exp) < time.Minute {
+		t.Errorf("trace --aor --for 2m expires %q (%v)", m[1], err)
+	}
+	aorSwitch := m[2]
+	var on map[string]any
+	d.okJSON(t, &on, "trace", "--call-id", "cli-e2e-call@example")
+	if on["call_id"] != "cli-e2e-call@example" || on["id"] == "" || on["expires_at"] == nil {
+		t.Errorf("trace --call-id -o json: %v", on)
+	}
+	rows := tableRows(t, d.ok(t, "trace", "list"), "ID", "AOR", "CALL-ID", "EXPIRES")
+	if len(rows) != 2 {
+		t.Errorf("trace list: %q", rows)
+	}
+	var list struct {
+		Traces []map[string]any `json:"traces"`
+	}
+	d.okJSON(t, &list, "trace", "list")
+	if len(list.Traces) != 2 {
+		t.Errorf("trace list -o json: %v", list)
+	}
+	if out := d.ok(t, "trace", "off", "--id", aorSwitch); out != "turned 1 trace switch(es) off\n" {
+		t.Errorf("trace off --id: %q", out)
+	}
+	var off struct {
+		Cleared int `json:"cleared"`
+	}
+	if d.okJSON(t, &off, "trace", "off"); off.Cleared != 1 {
+		t.Errorf("trace off -o json: %+v", off)
+	}
+	if out := d.ok(t, "trace", "list"); out != "no trace switches on\n" {
+		t.Errorf("trace list after off: %q", out)
+	}
+	if code, out, errOut := d.admin(t, "trace"); code != exitConfig || out != "" || !strings.Contains(errOut, "sipwake --help") {
+		t.Errorf("trace without --aor or --call-id = %d %q %q", code, out, errOut)
+	}
 }
 
 // TestE2ECLI runs every command of the CLI, in table and JSON form,
@@ -485,6 +539,11 @@ func TestE2ECLI(t *testing.T) {
 		t.Errorf("log level debug -o json: %+v", lv)
 	}
 
+	// The SIP trace switch (when this build has it).
+	if hasCommand("trace") {
+		traceCLI(t, d)
+	}
+
 	// bindings delete: one device, then an AOR.
 	if out := d.ok(t, "bindings", "delete", "sip:1003@pbx.test", "--instance", androidInstance); out !=
 		"deleted binding "+androidInstance+" of sip:1003@pbx.test\n" {
@@ -576,7 +635,7 @@ func TestE2ECLI(t *testing.T) {
 	}
 
 	// Every runnable command ran, in both forms (serve has none).
-	for _, path := range leafCommands() {
+	for _, path := range runnableCommands() {
 		forms := d.seen[path]
 		switch {
 		case path == "serve":
