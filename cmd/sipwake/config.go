@@ -43,6 +43,8 @@ type Config struct {
 	Admin AdminConfig `mapstructure:"admin" doc:"Admin HTTP API (JSON) that the CLI subcommands call."`
 	// Drain configures the graceful stop on SIGTERM.
 	Drain DrainConfig `mapstructure:"drain" doc:"Graceful stop on SIGTERM: readiness off, held work finishes, then exit."`
+	// HEP configures the HEPv3 export of SIP messages to a capture server.
+	HEP HEPConfig `mapstructure:"hep" doc:"HEPv3 export of every SIP message received and sent to a capture server (Homer, heplify-server). The trace of SIP messages in the log is log.level debug, or a trace switch (sipwake trace)."`
 }
 
 // LogConfig configures the root logger.
@@ -305,6 +307,22 @@ type DrainConfig struct {
 	Delay time.Duration `mapstructure:"delay" doc:"Time between readiness turning off and refusing new work, so load balancers notice."`
 	// Timeout bounds the wait for held work to finish before exiting. Default: 60s.
 	Timeout time.Duration `mapstructure:"timeout" doc:"Longest wait for held calls and in-flight work before exiting anyway."`
+}
+
+// HEPConfig configures the HEPv3 export.
+type HEPConfig struct {
+	// Address is the capture server, udp://host:port or tcp://host:port; empty turns the
+	// export off. Default: empty.
+	Address string `mapstructure:"address" doc:"Capture server as udp://host:port (one datagram per message) or tcp://host:port (reconnected with backoff). Empty: no export."`
+	// CaptureID is the capture agent id sent in every packet, 0 to 4294967295.
+	// Default: 2001.
+	CaptureID int `mapstructure:"capture_id" doc:"Capture agent id (HEP chunk 12) that tells this capture point apart in Homer, 0 to 4294967295."`
+	// NodeName is the capture node name sent in every packet. Default: empty, node_id.
+	NodeName string `mapstructure:"node_name" doc:"Capture node name (HEP chunk 19). Empty: node_id."`
+	// PasswordFile holds the HEP authentication key on its first line. Default: empty.
+	PasswordFile string `mapstructure:"password_file" doc:"File holding the HEP authentication key (chunk 14) on its first line. Empty: none."`
+	// Unmasked exports messages as on the wire, secrets included. Default: false.
+	Unmasked bool `mapstructure:"unmasked" doc:"Export messages as on the wire, digest responses, push tokens, SDES keys and MESSAGE bodies included. false: the masked copy the trace logs."`
 }
 
 // envPrefix starts every environment variable that overrides a config key.

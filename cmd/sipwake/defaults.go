@@ -80,6 +80,7 @@ func defaultConfig() *Config {
 		Ops:   OpsConfig{Listen: ":9090"},
 		Admin: AdminConfig{Listen: "127.0.0.1:9091"},
 		Drain: DrainConfig{Delay: 5 * time.Second, Timeout: 60 * time.Second},
+		HEP:   HEPConfig{CaptureID: 2001},
 	}
 }
 

@@ -5,6 +5,7 @@ import (
 	"crypto/x509"
 	"fmt"
 	"github.com/sipwake/sipwake/registrar"
+	"math"
 	"net"
 	"net/netip"
 	"net/url"
@@ -15,6 +16,8 @@ import (
 	"time"
 
 	"github.com/emiago/sipgo/sip"
+
+	"github.com/sipwake/sipwake/proxy/hep"
 )
 
 // Problem is one thing wrong with a configuration, attached to the key that holds it.
@@ -172,6 +175,7 @@ func (c *Config) Validate() []Problem {
 	if c.Drain.Timeout < 0 {
 		v.add("drain.timeout", "must not be negative")
 	}
+	c.validateHEP(v)
 	return v.problems
 }
 
@@ -550,4 +554,27 @@ func (c *Config) TLSMinVersion() uint16 {
 		return tls.VersionTLS13
 	}
 	return tls.VersionTLS12
+}
+
+// validateHEP checks the hep.* keys.
+func (c *Config) validateHEP(v *validator) {
+	h := c.HEP
+	if h.Address != "" {
+		if _, _, err := hep.ParseAddress(h.Address); err != nil {
+			v.add("hep.address", strings.TrimPrefix(err.Error(), "hep: "))
+		}
+	}
+	if h.CaptureID < 0 || h.CaptureID > math.MaxUint32 {
+		v.add("hep.capture_id", fmt.Sprintf("%d is outside 0..%d", h.CaptureID, uint32(math.MaxUint32)))
+	}
+	if strings.ContainsFunc(h.NodeName, isSpaceOrControl) {
+		v.add("hep.node_name", "must not contain spaces or control characters")
+	}
+	if v.file("hep.password_file", h.PasswordFile) && h.PasswordFile != "" {
+		if pw, err := readSecret(h.PasswordFile); err != nil {
+			v.add("hep.password_file", err.Error())
+		} else if pw == "" {
+			v.add("hep.password_file", "first line is empty")
+		}
+	}
 }

@@ -166,6 +166,16 @@ func TestValidate(t *testing.T) {
 		{"admin token missing", func(c *Config) { c.Admin.TokenFile = missing }, []string{"admin.token_file: open "}},
 		{"drain", func(c *Config) { c.Drain.Delay = -1; c.Drain.Timeout = -1 }, []string{"drain.delay: must not be negative", "drain.timeout: must not be negative"}},
 		{"drain zero is fine", func(c *Config) { c.Drain.Delay = 0; c.Drain.Timeout = 0 }, nil},
+		{"hep", func(c *Config) {
+			c.HEP.Address, c.HEP.NodeName, c.HEP.PasswordFile, c.HEP.CaptureID = "tcp://homer.example.com:9060", "edge-1", secret, 4294967295
+		}, nil},
+		{"hep bad", func(c *Config) {
+			c.HEP.Address, c.HEP.CaptureID, c.HEP.NodeName, c.HEP.PasswordFile = "http://homer:9060", -1, "edge 1", missing
+		}, []string{`hep.address: address "http://homer:9060" is not udp://host:port or tcp://host:port`, "hep.capture_id: -1 is outside 0..4294967295",
+			"hep.node_name: must not contain", "hep.password_file: open "}},
+		{"hep address without port, capture id too big", func(c *Config) { c.HEP.Address, c.HEP.CaptureID = "udp://homer", 1<<32 },
+			[]string{`hep.address: address "udp://homer" has no host:port`, "hep.capture_id: 4294967296 is outside"}},
+		{"hep empty password", func(c *Config) { c.HEP.PasswordFile = writeFile(t, "hep.pw", "\n") }, []string{"hep.password_file: first line is empty"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
