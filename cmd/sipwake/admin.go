@@ -37,6 +37,7 @@ import (
 //	GET    /v1/log/level, PUT /v1/log/level      {"level": "info"}
 //	GET    /v1/accounts, PUT|DELETE /v1/accounts/{aor}, POST /v1/accounts/rekey,
 //	GET    /v1/registrations[?aor=AOR]           see admin_accounts.go
+//	GET|PUT|DELETE /v1/trace                     SIP trace switches, see admin_trace.go
 //
 // The AOR in a path is written plainly (/v1/bindings/sip:1003@pbx.test) or percent-encoded
 // (/v1/bindings/sip%3A1003%40pbx.test); "1003@pbx.test" without a scheme means sip:. It is
@@ -73,6 +74,9 @@ type adminDeps struct {
 	// Registrar keeps the on-behalf accounts; nil means the process runs without the
 	// registrar module (the accounts endpoints answer 501).
 	Registrar *registrar.Registrar
+	// Trace holds this node's SIP trace switches; nil means none can be set (the trace
+	// endpoints answer 503).
+	Trace traceSwitches
 }
 
 // adminServer serves the admin API on admin.listen. Its lifecycle is opsServer's:
@@ -198,6 +202,8 @@ func (s *adminServer) serveHTTP(w http.ResponseWriter, r *http.Request) {
 		methods = map[string]http.HandlerFunc{http.MethodPut: s.putAccount, http.MethodDelete: s.deleteAccount}
 	case path == "/v1/registrations":
 		methods = map[string]http.HandlerFunc{http.MethodGet: s.listRegistrations}
+	case path == "/v1/trace":
+		methods = map[string]http.HandlerFunc{http.MethodGet: s.listTraces, http.MethodPut: s.putTrace, http.MethodDelete: s.clearTraces}
 	default:
 		writeAdminError(w, http.StatusNotFound, "no such endpoint: %s", r.URL.Path)
 		return

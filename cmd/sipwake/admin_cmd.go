@@ -34,7 +34,7 @@ type adminCLI struct {
 func (c *cli) adminCmds() []*cobra.Command {
 	a := &adminCLI{cli: c}
 	cmds := []*cobra.Command{a.bindingsCmd(), a.pushCmd(), a.callsCmd(), a.messagesCmd(), a.logCmd(),
-		a.accountsCmd(), a.registrationsCmd()}
+		a.accountsCmd(), a.registrationsCmd(), a.traceCmd()}
 	for _, cmd := range cmds {
 		cmd.PersistentFlags().StringVar(&a.url, "admin", "", "admin API URL (http://host:port); default from admin.listen of the config")
 	}

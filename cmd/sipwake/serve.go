@@ -63,6 +63,13 @@ func runServe(ctx context.Context, cfg *Config, log *zap.Logger, level zap.Atomi
 	if pcfg.FlowKey, err = st.Secret(ctx, "flow-token", 32); err != nil {
 		return unavailable(fmt.Errorf("store: flow-token key: %w", err))
 	}
+	// The SIP trace and HEP export; stopped (flushed) after the proxy, on return.
+	tap, stopCapture, err := startCapture(cfg, log, reg)
+	if err != nil {
+		return err
+	}
+	defer stopCapture()
+	pcfg.Tap = tap
 	srv, err := proxy.New(pcfg)
 	if err != nil {
 		return err
@@ -82,7 +89,7 @@ func runServe(ctx context.Context, cfg *Config, log *zap.Logger, level zap.Atomi
 	if err := srv.Start(ctx); err != nil {
 		return err
 	}
-	admin, err := startAdminAPI(ctx, cfg, st, mods, pusher, level, log.Named("admin"))
+	admin, err := startAdminAPI(ctx, cfg, st, mods, pusher, level, tap, log.Named("admin"))
 	if err != nil {
 		return err
 	}
@@ -183,8 +190,8 @@ type daemon struct {
 // test pushes, the log level, and on-behalf accounts (from the registrar
 // module), for the CLI.
 func startAdminAPI(ctx context.Context, cfg *Config, st store.Store, mods []proxy.Module, pusher *push.Dispatcher,
-	level zap.AtomicLevel, log *zap.Logger) (*adminServer, error) {
-	deps := adminDeps{Store: st, Level: level}
+	level zap.AtomicLevel, tap *proxy.Tap, log *zap.Logger) (*adminServer, error) {
+	deps := adminDeps{Store: st, Level: level, Trace: tap}
 	for _, m := range mods {
 		switch m := m.(type) {
 		case *wake.Wake:
