@@ -7,6 +7,9 @@
 #                bench-onbehalf: on-behalf accounts one node keeps registered
 #   make fmt     gofmt the tree
 #   make lint    fail on unformatted files, then go vet
+#   make image-check  build the container's static binary (flags read from
+#                deploy/docker/Dockerfile) and run it as uid 65532 from an
+#                empty directory: no Docker engine needed
 
 SHELL := /usr/bin/env bash
 .SHELLFLAGS := -eu -o pipefail -c
@@ -24,7 +27,7 @@ PEER_BINS := kamailio kamcmd sipp baresip linphone-daemon redis-server
 PEER_PKGS := kamailio kamailio-extra-modules kamailio-tls-modules kamailio-utils-modules \
              sip-tester baresip linphone-cli redis-server openssl netcat-openbsd
 
-.PHONY: build test peers vet lint fmt bench bench-sipp bench-onbehalf clean
+.PHONY: build test peers vet lint fmt bench bench-sipp bench-onbehalf image-check clean
 
 build:
 	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o sipwake ./cmd/sipwake
@@ -84,6 +87,13 @@ bench-sipp:
 # SIPWAKE_BENCH_SECONDS; needs kamailio and redis-server).
 bench-onbehalf:
 	$(GO) test -tags sipbench -run '^TestOnBehalfCapacity$$' -count=1 -timeout 30m -v ./cmd/sipwake
+
+# The Dockerfile's go build must equal the build target above (same flags and
+# ldflags, plus CGO_ENABLED=0); the script checks that, builds that binary,
+# checks it is static and runs version, config default, validate and serve
+# (probes, SIGTERM, exit 0) as uid/gid 65532 with setpriv.
+image-check:
+	GO='$(GO)' VERSION='$(VERSION)' COMMIT='$(COMMIT)' bash deploy/docker/image-check.sh
 
 clean:
 	rm -f sipwake
