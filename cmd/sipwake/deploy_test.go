@@ -83,8 +83,8 @@ func (r *recordingRegisterer) MustRegister(cs ...prometheus.Collector) {
 var descRE = regexp.MustCompile(`^Desc\{fqName: "((?:[^"\\]|\\.)*)",.*, variableLabels: \{([^}]*)\}\}$`)
 
 // registeredMetrics builds the daemon's collectors the way runServe does
-// (registry with the Go and process collectors, ops server, store, proxy,
-// push dispatcher, modules) and returns every metric family they describe.
+// (registry with the Go and process collectors, ops server, store, trace
+// tap and HEP export, proxy, push dispatcher, modules) and returns every metric family they describe.
 // A vector without children yet (no push sent, no call held) is there too,
 // which a scrape of an idle daemon would not show.
 func registeredMetrics(t *testing.T) map[string]daemonMetric {
@@ -112,6 +112,15 @@ func registeredMetrics(t *testing.T) map[string]daemonMetric {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// The trace tap and the HEP export (to the discard port; nothing is
+	// sent without traffic), whose counters exist only when configured.
+	cfg.HEP.Address = "udp://127.0.0.1:9"
+	tap, stopCapture, err := startCapture(cfg, log, rec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer stopCapture()
+	pcfg.Tap = tap
 	srv, err := proxy.New(pcfg)
 	if err != nil {
 		t.Fatal(err)
