@@ -10,6 +10,8 @@
 #   make image-check  build the container's static binary (flags read from
 #                deploy/docker/Dockerfile) and run it as uid 65532 from an
 #                empty directory: no Docker engine needed
+#   make manifests  regenerate deploy/kubernetes (the chart rendered with its
+#                defaults) and the config part of the chart's values.schema.json
 
 SHELL := /usr/bin/env bash
 .SHELLFLAGS := -eu -o pipefail -c
@@ -27,7 +29,7 @@ PEER_BINS := kamailio kamcmd sipp baresip linphone-daemon redis-server
 PEER_PKGS := kamailio kamailio-extra-modules kamailio-tls-modules kamailio-utils-modules \
              sip-tester baresip linphone-cli redis-server openssl netcat-openbsd
 
-.PHONY: build test peers vet lint fmt bench bench-sipp bench-onbehalf image-check clean
+.PHONY: build test peers vet lint fmt bench bench-sipp bench-onbehalf image-check manifests clean
 
 build:
 	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o sipwake ./cmd/sipwake
@@ -36,6 +38,11 @@ build:
 # (and CI, unless already set) are exported to go test.
 test: peers vet
 	CI=$${CI:-1} SIPWAKE_REQUIRE_PEERS=1 $(GO) test -race -count=1 -timeout 40m ./...
+
+# Regenerates deploy/kubernetes and the config part of
+# deploy/helm/sipwake/values.schema.json (chart-test fails when they are stale).
+manifests:
+	cd deploy/helm/test && $(GO) run ./cmd/generate
 
 # Installs the peers with apt when one is missing and we are root; otherwise
 # prints the command and fails.
