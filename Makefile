@@ -1,7 +1,9 @@
 # Developer commands for sipwake. CI runs `make test` (see .ci/run).
 #
 #   make build   build ./sipwake with the version and commit stamped in
-#   make test    install missing test peers (as root), go vet, go test -race
+#   make test    install missing test peers (as root), go vet, go test -race,
+#                then the Helm chart tests (deploy/helm/test, a module of its
+#                own) and image-check
 #   make bench   Go benchmarks of the SIP hot path, then SIPp load through
 #                sipwake and through Kamailio side by side (bench-sipp alone);
 #                bench-onbehalf: on-behalf accounts one node keeps registered
@@ -29,7 +31,7 @@ PEER_BINS := kamailio kamcmd sipp baresip linphone-daemon redis-server
 PEER_PKGS := kamailio kamailio-extra-modules kamailio-tls-modules kamailio-utils-modules \
              sip-tester baresip linphone-cli redis-server openssl netcat-openbsd
 
-.PHONY: build test peers vet lint fmt bench bench-sipp bench-onbehalf image-check manifests clean
+.PHONY: build test peers vet lint fmt bench bench-sipp bench-onbehalf image-check chart-test manifests clean
 
 build:
 	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o sipwake ./cmd/sipwake
@@ -38,6 +40,15 @@ build:
 # (and CI, unless already set) are exported to go test.
 test: peers vet
 	CI=$${CI:-1} SIPWAKE_REQUIRE_PEERS=1 $(GO) test -race -count=1 -timeout 40m ./...
+	$(MAKE) --no-print-directory chart-test image-check
+
+# The Helm chart: lint and render it with Helm's Go packages, decode every
+# object strictly into the Kubernetes API types, run sipwake validate on the
+# rendered config, and check deploy/kubernetes and values.schema.json are
+# current. A separate module, so the main go.mod gains no Helm or Kubernetes
+# dependencies.
+chart-test:
+	cd deploy/helm/test && GO='$(GO)' $(GO) test -count=1 -timeout 20m ./...
 
 # Regenerates deploy/kubernetes and the config part of
 # deploy/helm/sipwake/values.schema.json (chart-test fails when they are stale).
