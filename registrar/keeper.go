@@ -50,7 +50,6 @@ const (
 	refreshAuthFailed   = "auth_failed"
 	refreshTimeout      = "timeout"
 	refreshRejected     = "rejected"
-	refreshError        = "error"
 	refreshDeregistered = "deregistered"
 )
 
