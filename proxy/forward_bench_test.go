@@ -110,19 +110,43 @@ func BenchmarkForwardInvite(b *testing.B) {
 		if w > 1 {
 			name = "window" + strconv.Itoa(w)
 		}
-		b.Run(name, func(b *testing.B) { runForwardBench(b, w, false) })
+		b.Run(name, func(b *testing.B) { runForwardBench(b, w, false, nil) })
 	}
 }
 
 // BenchmarkForwardCall: one op = a whole call as the SIPp load test makes
 // it: INVITE/200, ACK, BYE/200 through the proxy, 64 callers in parallel.
 func BenchmarkForwardCall(b *testing.B) {
-	runForwardBench(b, 64, true)
+	runForwardBench(b, 64, true, nil)
 }
 
-func runForwardBench(b *testing.B, window int, fullCall bool) {
+// BenchmarkForwardCallTap is BenchmarkForwardCall with the message tap
+// the daemon always has: off (info level, no HEP: what capture costs when
+// nothing consumes it), and on with a sink that masks every message (what
+// HEP export adds on the SIP side and the tap's goroutine).
+func BenchmarkForwardCallTap(b *testing.B) {
+	b.Run("off", func(b *testing.B) {
+		runForwardBench(b, 64, true, NewTap(TapConfig{}))
+	})
+	b.Run("hep", func(b *testing.B) {
+		runForwardBench(b, 64, true, NewTap(TapConfig{Sinks: []PacketSink{maskingSink{}}, QueueSize: 1 << 16}))
+	})
+}
+
+// maskingSink does the work of a HEP exporter's Capture short of the
+// network: the masked copy.
+type maskingSink struct{}
+
+func (maskingSink) Capture(p *Packet) { _ = p.Masked() }
+
+func runForwardBench(b *testing.B, window int, fullCall bool, tap *Tap) {
 	uas := newRawUAS(b)
+	if tap != nil {
+		tap.Start()
+		b.Cleanup(func() { _ = tap.Stop(context.Background()) })
+	}
 	srv, err := New(Config{
+		Tap:             tap,
 		NodeID:          "bench",
 		Listen:          []Listen{{Network: "udp", Addr: "127.0.0.1:0"}},
 		TrustedSources:  []netip.Prefix{netip.MustParsePrefix("127.0.0.2/32")},

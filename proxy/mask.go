@@ -31,8 +31,7 @@ func MaskMessage(raw []byte) []byte {
 	m := scanMessage(raw)
 	body := raw[m.body:]
 	newBody := body
-	method, _, _ := m.startLine()
-	if _, cseqMethod := m.cseq(); method == "MESSAGE" || (method == "" && cseqMethod == "MESSAGE") {
+	if m.isMessage() {
 		if len(body) > 0 {
 			newBody = []byte("[message body hidden: " + strconv.Itoa(len(body)) + " bytes]")
 		}

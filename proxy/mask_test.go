@@ -315,3 +315,26 @@ func TestFrameLength(t *testing.T) {
 		}
 	}
 }
+
+// BenchmarkMaskMessage masks a typical INVITE (nothing to hide but the
+// scan) and a REGISTER with a push token and digest credentials.
+func BenchmarkMaskMessage(b *testing.B) {
+	reg := []byte(crlf("REGISTER sip:pbx.test SIP/2.0\n" +
+		"Via: SIP/2.0/UDP 192.0.2.10:5060;branch=z9hG4bK-1;rport\n" +
+		"Max-Forwards: 70\nFrom: <sip:1001@pbx.test>;tag=a1\nTo: <sip:1001@pbx.test>\nCall-ID: reg-1001\nCSeq: 2 REGISTER\n" +
+		"Contact: <sip:1001@192.0.2.10:5060;pn-provider=apns;pn-prid=" + apnsToken + ";pn-param=TEAM123456.com.example.phone.voip>;+sip.pnsreg\n" +
+		`Authorization: Digest username="1001", realm="pbx.test", nonce="abc123nonce", uri="sip:pbx.test", response="` + digestResp + `", algorithm=MD5` + "\n" +
+		"User-Agent: Example/1.0\nContent-Length: 0\n\n"))
+	for _, c := range []struct {
+		name string
+		msg  []byte
+	}{{"invite", []byte(benchInvite)}, {"register", reg}} {
+		b.Run(c.name, func(b *testing.B) {
+			b.ReportAllocs()
+			b.SetBytes(int64(len(c.msg)))
+			for b.Loop() {
+				_ = MaskMessage(c.msg)
+			}
+		})
+	}
+}

@@ -23,7 +23,7 @@ type rawMessage struct {
 
 // rawHeader is one header field, folded continuation lines included.
 type rawHeader struct {
-	name  string // canonical: lower case, compact forms expanded ("i" is "call-id")
+	name  string // canonical for the headers in knownHeaders ("i" is "call-id"), else ""
 	start int    // first byte of the name
 	value int    // first byte of the value, after the colon and white space
 	end   int    // end of the value, before the line break of its last line
@@ -46,7 +46,7 @@ func lineBreak(b []byte, from int) (end, next int) {
 
 // scanMessage locates the start line, the header fields and the body of b.
 func scanMessage(b []byte) rawMessage {
-	m := rawMessage{data: b, blank: len(b), body: len(b)}
+	m := rawMessage{data: b, blank: len(b), body: len(b), headers: make([]rawHeader, 0, 24)}
 	var pos int
 	m.lineEnd, pos = lineBreak(b, 0)
 	m.first = pos
@@ -62,7 +62,7 @@ func scanMessage(b []byte) rawMessage {
 			h.end, h.next = lineBreak(b, h.next)
 		}
 		if colon := bytes.IndexByte(b[pos:h.end], ':'); colon >= 0 {
-			h.name = canonicalHeader(strings.TrimRight(string(b[pos:pos+colon]), " \t"))
+			h.name = canonicalHeader(bytes.TrimRight(b[pos:pos+colon], " \t"))
 			h.value = pos + colon + 1
 			for h.value < h.end && isSWS(b[h.value]) {
 				h.value++
@@ -76,25 +76,40 @@ func scanMessage(b []byte) rawMessage {
 	return m
 }
 
-// compactHeaders maps the compact forms of RFC 3261 §7.3.3 and later
-// RFCs to the long names.
-var compactHeaders = map[string]string{
-	"a": "accept-contact", "b": "referred-by", "c": "content-type", "d": "request-disposition",
-	"e": "content-encoding", "f": "from", "i": "call-id", "j": "reject-contact", "k": "supported",
-	"l": "content-length", "m": "contact", "n": "identity-info", "o": "event", "r": "refer-to",
-	"s": "subject", "t": "to", "u": "allow-events", "v": "via", "x": "session-expires", "y": "identity",
+// knownHeaders are the headers the tap and MaskMessage look at, by their
+// canonical (lower-case, long) names.
+var knownHeaders = []string{
+	"call-id", "cseq", "from", "to", "contact", "via", "content-length", "content-type", "subject",
+	"authorization", "proxy-authorization", "authentication-info", "proxy-authentication-info",
+	"x-sipwake-on-behalf",
 }
 
-func canonicalHeader(name string) string {
-	name = strings.ToLower(name)
-	if long, ok := compactHeaders[name]; ok {
-		return long
+// compactHeaders maps the compact forms (RFC 3261 §7.3.3) of knownHeaders.
+var compactHeaders = [256]string{
+	'i': "call-id", 'f': "from", 't': "to", 'm': "contact", 'v': "via", 'l': "content-length",
+	'c': "content-type", 's': "subject",
+}
+
+// canonicalHeader returns the canonical name of a header of knownHeaders
+// written in any case or its compact form, else "" (without allocating).
+func canonicalHeader(name []byte) string {
+	if len(name) == 1 {
+		c := name[0]
+		if c >= 'A' && c <= 'Z' {
+			c += 'a' - 'A'
+		}
+		return compactHeaders[c]
 	}
-	return name
+	for _, k := range knownHeaders {
+		if len(k) == len(name) && hasPrefixFold(name, k) {
+			return k
+		}
+	}
+	return ""
 }
 
-// header returns the value of the first header named name (canonical),
-// folds and surrounding white space removed.
+// header returns the value of the first header named name (one of
+// knownHeaders), folds and surrounding white space removed.
 func (m *rawMessage) header(name string) string {
 	for _, h := range m.headers {
 		if h.name == name {
@@ -102,6 +117,22 @@ func (m *rawMessage) header(name string) string {
 		}
 	}
 	return ""
+}
+
+// isMessage reports a MESSAGE request or a response to one (by its CSeq).
+func (m *rawMessage) isMessage() bool {
+	if bytes.HasPrefix(m.data, []byte("MESSAGE ")) {
+		return true
+	}
+	if !bytes.HasPrefix(m.data, []byte("SIP/2.0 ")) {
+		return false
+	}
+	for _, h := range m.headers {
+		if h.name == "cseq" {
+			return bytes.HasSuffix(bytes.TrimRight(m.data[h.value:h.end], " \t"), []byte(" MESSAGE"))
+		}
+	}
+	return false
 }
 
 // unfold joins a folded value's lines with one space and trims it.
