@@ -19,6 +19,10 @@
 //
 // Anything else is answered 403 or 404.
 //
+// A Tap (Config.Tap) sees every message received and sent, as on the wire,
+// for the SIP trace and for HEP export (package proxy/hep); MaskMessage
+// hides the secrets of a message before anyone reads it.
+//
 // The package imports none of sipwake's other packages: modules (registrar,
 // wake, ...) are handed to it as Middleware by cmd/sipwake.
 package proxy
