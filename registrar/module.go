@@ -44,6 +44,10 @@ type Config struct {
 	Path bool
 	// NodeID names this node in the bindings it stores.
 	NodeID string
+	// NodeAddress is the host[:port] other nodes reach this one at for
+	// the device connections it holds (Flow.NodeURI); empty: the
+	// advertised address.
+	NodeAddress string
 	// UpstreamContacts is per_device (one sipwake contact per device at
 	// the PBX, the default) or per_aor (one per AOR; sipwake forks).
 	UpstreamContacts string

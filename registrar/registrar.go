@@ -7,6 +7,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"net"
 	"strconv"
 	"strings"
 	"time"
@@ -522,10 +523,20 @@ func (r *Registrar) onResponse(ctx context.Context, req *proxy.Request, st *regS
 func (r *Registrar) nodeURI(srv *proxy.Server) string {
 	r.nodeURIOnce.Do(func() {
 		for _, tp := range []string{"udp", "tcp"} {
-			if u, err := srv.ContactURI(tp, ""); err == nil {
-				r.nodeURIText = u.String()
-				return
+			u, err := srv.ContactURI(tp, "")
+			if err != nil {
+				continue
 			}
+			if a := r.cfg.NodeAddress; a != "" {
+				host, port, err := net.SplitHostPort(a)
+				if err != nil {
+					host, port = strings.Trim(a, "[]"), strconv.Itoa(u.Port)
+				}
+				u.Host = host
+				u.Port, _ = strconv.Atoi(port)
+			}
+			r.nodeURIText = u.String()
+			return
 		}
 	})
 	return r.nodeURIText

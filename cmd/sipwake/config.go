@@ -63,6 +63,10 @@ type SIPConfig struct {
 	// Advertise is the host[:port] written in Via, Record-Route and Contact, for NAT and
 	// Kubernetes. Default: empty, the listener's own address.
 	Advertise string `mapstructure:"advertise" doc:"host[:port] written in Via, Record-Route and Contact, for NAT or Kubernetes. Empty: the listener's address."`
+	// NodeAddress is the host[:port] other sipwake nodes reach this one at (its pod IP in
+	// Kubernetes), for requests relayed to the device connections it holds. Default: empty
+	// (the advertised address).
+	NodeAddress string `mapstructure:"node_address" doc:"host[:port] other sipwake nodes reach this one at (its pod IP in Kubernetes) to relay requests to the device connections it holds; needed when several nodes share one advertised address. Empty: the advertised address."`
 	// TLS configures the tls:// and wss:// listeners.
 	TLS SIPTLSConfig `mapstructure:"tls" doc:"Certificate for the tls:// and wss:// listeners."`
 	// TrustedSources lists the CIDRs (or single IPs) allowed to send requests towards

@@ -11,6 +11,7 @@ import (
 
 	"github.com/emiago/sipgo/sip"
 
+	"github.com/sipwake/sipwake/cmd/sipwake/internal/testpeers"
 	"github.com/sipwake/sipwake/proxy/proxytest"
 	"github.com/sipwake/sipwake/store/storetest"
 )
@@ -355,5 +356,26 @@ func TestE2EWakeCancelOtherNode(t *testing.T) {
 		case r.StatusCode >= 200:
 			t.Fatalf("unexpected %d to %s", r.StatusCode, r.CSeq().MethodName)
 		}
+	}
+}
+
+// TestE2ENodeAddress: with sip.node_address set (the pod IP when several
+// nodes share one advertised address), a binding records that address,
+// with the listener's port, as the way to reach the node holding the
+// device's connection.
+func TestE2ENodeAddress(t *testing.T) {
+	kam := startPBX(t, testpeers.KamailioOptions{})
+	cfg := e2eConfig(t, kam, t.TempDir())
+	cfg.SIP.NodeAddress = "127.0.0.9"
+	sw := startDaemon(t, cfg)
+	ua := proxytest.DialTCP(t, "", sw.TCP)
+	cseq := 0
+	if res := rawRegister(t, ua, sw.TCP, "1001", "pw1001", iosParams+"|", "", &cseq); res.StatusCode != 200 {
+		t.Fatalf("register %d", res.StatusCode)
+	}
+	bs := sw.bindings(t, "sip:1001@pbx.test")
+	_, port, _ := strings.Cut(sw.UDP, ":")
+	if len(bs) != 1 || bs[0].Flow.NodeURI != "sip:127.0.0.9:"+port {
+		t.Fatalf("bindings %+v, want Flow.NodeURI sip:127.0.0.9:%s", bs, port)
 	}
 }

@@ -39,6 +39,7 @@ func buildModules(cfg *Config, srv *proxy.Server, st store.Store, pusher wake.Pu
 		MaxBindingsPerAOR:   r.MaxBindingsPerAOR,
 		Path:                cfg.Upstream.Path,
 		NodeID:              cfg.NodeID,
+		NodeAddress:         cfg.SIP.NodeAddress,
 		UpstreamContacts:    r.UpstreamContacts,
 		RefreshPush:         r.RefreshPush,
 		RefreshBefore:       r.RefreshBefore,

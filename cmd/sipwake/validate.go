@@ -206,6 +206,11 @@ func (c *Config) validateSIP(v *validator) {
 			v.add("sip.advertise", err.Error())
 		}
 	}
+	if s.NodeAddress != "" {
+		if err := checkAdvertise(s.NodeAddress); err != nil {
+			v.add("sip.node_address", err.Error())
+		}
+	}
 
 	certOK := v.file("sip.tls.cert_file", s.TLS.CertFile)
 	keyOK := v.file("sip.tls.key_file", s.TLS.KeyFile)
