@@ -161,6 +161,7 @@ func (r *Request) RespondWith(res *sip.Response) {
 	if r.Msg.IsAck() {
 		return
 	}
+	r.track(res)
 	if res.IsSuccess() && r.failed.Load() {
 		// The transaction already sent a failure and would drop this
 		// 2xx silently, but every 2xx must reach the caller (RFC 3261

@@ -435,6 +435,24 @@ func TestDrainLetsTransactionsFinish(t *testing.T) {
 	other.ExpectResponse(wait, 503)
 
 	tb.pbx.Reply(tb.udp, in, 200, "OK", "Contact: <sip:1002@"+tb.pbx.Addr()+">")
+	ok := dev.ExpectResponse(wait, 200)
+	// The call is in progress: the drain waits for it to end, and its
+	// in-dialog requests still flow.
+	select {
+	case err := <-drained:
+		t.Fatalf("Drain returned (%v) with a call in progress", err)
+	case <-time.After(300 * time.Millisecond):
+	}
+	if n := tb.srv.Dialogs(); n != 1 {
+		t.Fatalf("Dialogs = %d during the call, want 1", n)
+	}
+	toTag, _ := ok.To().Params.Get("tag")
+	route := "Route: <" + in.GetHeader("Record-Route").(*sip.RecordRouteHeader).Address.String() + ">"
+	dev.Send(tb.udp, "BYE sip:1002@"+tb.pbx.Addr()+" SIP/2.0\nVia: SIP/2.0/UDP "+dev.Addr()+";branch=z9hG4bK-dbye;rport\n"+
+		route+"\nMax-Forwards: 70\nFrom: <sip:1001@pbx.test>;tag=ft-inflight1\nTo: <sip:1002@pbx.test>;tag="+toTag+
+		"\nCall-ID: inflight1\nCSeq: 2 BYE\n\n")
+	bye := tb.pbx.ExpectRequest(wait, sip.BYE)
+	tb.pbx.Reply(tb.udp, bye, 200, "OK")
 	dev.ExpectResponse(wait, 200)
 	select {
 	case err := <-drained:
@@ -442,7 +460,10 @@ func TestDrainLetsTransactionsFinish(t *testing.T) {
 			t.Fatalf("Drain: %v", err)
 		}
 	case <-time.After(wait):
-		t.Fatal("Drain did not return after the transaction ended")
+		t.Fatal("Drain did not return after the call ended")
+	}
+	if n := tb.srv.Dialogs(); n != 0 {
+		t.Fatalf("Dialogs = %d after the BYE", n)
 	}
 }
 

@@ -110,6 +110,7 @@ type Server struct {
 	started  atomic.Bool
 	draining atomic.Bool
 	inflight atomic.Int64 // transactions being handled (a WaitGroup may not Add while waited on)
+	dialogs  dialogs      // calls in progress, for the drain
 	received atomic.Uint64
 	wg       sync.WaitGroup
 }
@@ -431,11 +432,24 @@ func (s *Server) Ready() error {
 }
 
 // Drain stops taking new out-of-dialog requests (503 + Retry-After, OPTIONS
-// 503) and waits until the transactions in flight have finished or ctx
-// ends.
+// 503) and waits until the transactions in flight have finished and the
+// calls in progress have ended (Dialogs), or ctx ends. In-dialog requests
+// keep flowing meanwhile.
 func (s *Server) Drain(ctx context.Context) error {
 	s.draining.Store(true)
-	return s.waitIdle(ctx)
+	if err := s.waitIdle(ctx); err != nil {
+		return err
+	}
+	tick := time.NewTicker(50 * time.Millisecond)
+	defer tick.Stop()
+	for s.Dialogs() > 0 || s.inflight.Load() > 0 {
+		select {
+		case <-tick.C:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+	return nil
 }
 
 // waitIdle waits until no transaction is being handled.

@@ -111,8 +111,9 @@ func runServe(ctx context.Context, cfg *Config, log *zap.Logger, level zap.Atomi
 
 // drain is the SIGTERM sequence (CONVENTIONS.md C11): readiness and
 // OPTIONS turn 503 at once and new out-of-dialog requests get 503 with
-// Retry-After, while transactions in flight and held INVITEs finish (a
-// held INVITE ends by itself within wake.invite_hold_timeout); after
+// Retry-After, while transactions in flight, held INVITEs (which end by
+// themselves within wake.invite_hold_timeout) and calls in progress
+// (until their BYE) finish; after
 // drain.delay at least and drain.timeout at most, everything stops
 // (held INVITEs still waiting are answered). Progress is logged every
 // 5 s. A second SIGTERM or SIGINT stops at once.
@@ -125,7 +126,7 @@ func drain(cfg *Config, srv *proxy.Server, ops *opsServer, mods []proxy.Module, 
 		}
 	}
 	log.Info("draining", zap.Duration("delay", cfg.Drain.Delay), zap.Duration("timeout", cfg.Drain.Timeout),
-		zap.Int64("in_flight", srv.InFlight()), zap.Int("held_calls", held()))
+		zap.Int64("in_flight", srv.InFlight()), zap.Int("held_calls", held()), zap.Int("calls", srv.Dialogs()))
 	ops.SetDraining(true)
 	dctx, cancel := context.WithTimeout(context.Background(), cfg.Drain.Timeout)
 	defer cancel()
@@ -157,12 +158,12 @@ func drain(cfg *Config, srv *proxy.Server, ops *opsServer, mods []proxy.Module, 
 			delayed = true
 		case <-progress.C:
 			log.Info("still draining", zap.Float64(proxy.FieldDuration, time.Since(start).Seconds()),
-				zap.Int64("in_flight", srv.InFlight()), zap.Int("held_calls", held()))
+				zap.Int64("in_flight", srv.InFlight()), zap.Int("held_calls", held()), zap.Int("calls", srv.Dialogs()))
 		}
 	}
 	if result != nil && !forced {
 		log.Warn("drain timed out; stopping with transactions in flight", zap.Error(result),
-			zap.Int64("in_flight", srv.InFlight()), zap.Int("held_calls", held()))
+			zap.Int64("in_flight", srv.InFlight()), zap.Int("held_calls", held()), zap.Int("calls", srv.Dialogs()))
 	}
 	stopIn := 5 * time.Second
 	if forced {
