@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/emiago/sipgo/sip"
+	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 
@@ -539,5 +540,61 @@ func TestMaxMessageBytes(t *testing.T) {
 	n, err := c.Read(make([]byte, 1))
 	if err == nil || errors.Is(err, os.ErrDeadlineExceeded) {
 		t.Fatalf("TCP connection still open after an oversized message (read %d bytes, %v)", n, err)
+	}
+}
+
+// TestUpstreamProbe: with UpstreamProbe set, the PBX gets an OPTIONS at
+// start and then periodically, and sipwake_upstream_up follows whether it
+// answers, with no other traffic.
+func TestUpstreamProbe(t *testing.T) {
+	pbx := proxytest.NewUDP(t, "127.0.0.2")
+	reg := prometheus.NewRegistry()
+	srv, err := New(Config{
+		NodeID:        "n1",
+		Listen:        []Listen{{Network: "udp", Addr: "127.0.0.1:0"}},
+		Upstream:      "sip:" + pbx.Addr(),
+		UpstreamProbe: 300 * time.Millisecond,
+		Logger:        testLogger(t),
+		Registerer:    reg,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := srv.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = srv.Stop(context.Background()) })
+	up := func() float64 {
+		mfs, err := reg.Gather()
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, mf := range mfs {
+			if mf.GetName() == "sipwake_upstream_up" {
+				return mf.GetMetric()[0].GetGauge().GetValue()
+			}
+		}
+		return -1
+	}
+	opt := pbx.ExpectRequest(wait, sip.OPTIONS)
+	pbx.Reply(srv.Addr("udp"), opt, 200, "OK")
+	deadline := time.Now().Add(wait)
+	for up() != 1 {
+		if time.Now().After(deadline) {
+			t.Fatalf("sipwake_upstream_up = %v after the PBX answered", up())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	// The PBX stops answering: the next probe times out and the gauge
+	// drops.
+	pbx.ExpectRequest(wait, sip.OPTIONS)
+	deadline = time.Now().Add(wait)
+	for up() != 0 {
+		if time.Now().After(deadline) {
+			t.Fatalf("sipwake_upstream_up = %v with the PBX silent", up())
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
 }

@@ -47,6 +47,10 @@ type Config struct {
 	// Upstream is the PBX URI, e.g. "sip:pbx.example.com:5060;transport=udp";
 	// empty in standalone mode.
 	Upstream string
+	// UpstreamProbe is how often the PBX is sent an OPTIONS, so that
+	// sipwake_upstream_up tells whether it answers even when no traffic
+	// flows; 0 sends none.
+	UpstreamProbe time.Duration
 	// UpstreamDomains are the SIP domains the PBX serves: out-of-dialog
 	// requests from devices are forwarded only to these. Empty means the
 	// upstream URI's host.
@@ -109,10 +113,12 @@ type Server struct {
 
 	started  atomic.Bool
 	draining atomic.Bool
-	inflight atomic.Int64 // transactions being handled (a WaitGroup may not Add while waited on)
-	dialogs  dialogs      // calls in progress, for the drain
-	received atomic.Uint64
-	wg       sync.WaitGroup
+	// probeStop ends the upstream probe.
+	probeStop context.CancelFunc
+	inflight  atomic.Int64 // transactions being handled (a WaitGroup may not Add while waited on)
+	dialogs   dialogs      // calls in progress, for the drain
+	received  atomic.Uint64
+	wg        sync.WaitGroup
 }
 
 // New constructs a Server without side effects; Use adds the modules and
@@ -223,8 +229,51 @@ func (s *Server) Start(ctx context.Context) (err error) {
 			}
 		}
 	}
+	if s.upstream != nil && s.cfg.UpstreamProbe > 0 {
+		pctx, cancel := context.WithCancel(context.Background())
+		s.probeStop = cancel
+		s.wg.Add(1)
+		go func() {
+			defer s.wg.Done()
+			s.probeUpstream(pctx)
+		}()
+	}
 	s.started.Store(true)
 	return nil
+}
+
+// probeUpstream sends the PBX an OPTIONS at once and then every
+// UpstreamProbe; any final response means it is up.
+func (s *Server) probeUpstream(ctx context.Context) {
+	t, _ := s.UpstreamTarget()
+	for {
+		req := sip.NewRequest(sip.OPTIONS, *s.upstream.Clone())
+		from := &sip.FromHeader{Address: sip.Uri{Scheme: "sip", User: "sipwake", Host: s.upstream.Host}, Params: sip.NewParams()}
+		from.Params.Add("tag", randomToken())
+		req.AppendHeader(from)
+		req.AppendHeader(&sip.ToHeader{Address: *s.upstream.Clone(), Params: sip.NewParams()})
+		cid := sip.CallIDHeader("probe-" + randomToken())
+		req.AppendHeader(&cid)
+		req.AppendHeader(&sip.CSeqHeader{SeqNo: 1, MethodName: sip.OPTIONS})
+		req.SetBody(nil)
+		pctx, cancel := context.WithTimeout(ctx, min(s.cfg.UpstreamProbe, 10*time.Second))
+		_, err := s.Send(pctx, req, t)
+		cancel()
+		if ctx.Err() != nil {
+			return
+		}
+		s.upstreamState(t, err == nil)
+		if err != nil {
+			if ce := s.log.Check(zap.DebugLevel, "upstream probe failed"); ce != nil {
+				ce.Write(zap.Error(err))
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(s.cfg.UpstreamProbe):
+		}
+	}
 }
 
 func (s *Server) listen(l Listen) error {
@@ -480,6 +529,9 @@ func (s *Server) Draining() bool { return s.draining.Load() }
 // Start.
 func (s *Server) Stop(ctx context.Context) error {
 	var errs []error
+	if s.probeStop != nil {
+		s.probeStop()
+	}
 	for i := len(s.modules) - 1; i >= 0; i-- {
 		if st, ok := s.modules[i].(Stopper); ok {
 			if err := st.Stop(ctx); err != nil {

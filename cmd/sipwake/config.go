@@ -96,6 +96,9 @@ type UpstreamConfig struct {
 	Domains []string `mapstructure:"domains" doc:"SIP domains the PBX serves; out-of-dialog requests from devices are forwarded only to these. Empty: the host of upstream.uri."`
 	// Path adds a Path header (RFC 3327) to REGISTERs forwarded to the PBX. Default: true.
 	Path bool `mapstructure:"path" doc:"Add a Path header (RFC 3327) to REGISTERs forwarded to the PBX."`
+	// OptionsInterval is how often the PBX is sent an OPTIONS (sipwake_upstream_up);
+	// 0 sends none. Default: 30s.
+	OptionsInterval time.Duration `mapstructure:"options_interval" doc:"How often the PBX is sent an OPTIONS, so that sipwake_upstream_up tells whether it answers even without traffic; 0: never."`
 }
 
 // StoreConfig selects and configures the storage backend.

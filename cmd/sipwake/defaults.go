@@ -24,7 +24,7 @@ func defaultConfig() *Config {
 			TrustedSources:  []string{},
 			MaxMessageBytes: 65535,
 		},
-		Upstream: UpstreamConfig{URI: "", Domains: []string{}, Path: true},
+		Upstream: UpstreamConfig{URI: "", Domains: []string{}, Path: true, OptionsInterval: 30 * time.Second},
 		Store: StoreConfig{
 			Driver:   "embedded",
 			Embedded: EmbeddedStoreConfig{Path: "./data/sipwake.db"},

@@ -64,6 +64,9 @@ func e2eConfig(t testing.TB, kam *testpeers.Kamailio, dir string) *Config {
 		cfg.Upstream.URI = "sip:" + kam.UDPAddr + ";transport=udp"
 		cfg.Upstream.Domains = []string{kam.Domain}
 	}
+	// No OPTIONS probe: the tests count the requests sipwake sends
+	// (TestE2EUpstreamProbe turns it on).
+	cfg.Upstream.OptionsInterval = 0
 	cfg.Store.Embedded.Path = filepath.Join(dir, "sipwake.db")
 	cfg.Ops.Listen = "127.0.0.1:0"
 	cfg.Admin.Listen = "127.0.0.3:0" // distinct from ops.listen

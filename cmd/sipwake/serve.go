@@ -302,6 +302,7 @@ func proxyConfig(cfg *Config, log *zap.Logger, reg prometheus.Registerer) (proxy
 		TrustedSources:  cfg.TrustedPrefixes(),
 		Upstream:        cfg.Upstream.URI,
 		UpstreamDomains: cfg.Upstream.Domains,
+		UpstreamProbe:   cfg.Upstream.OptionsInterval,
 		MaxMessageBytes: cfg.SIP.MaxMessageBytes,
 		Logger:          log.Named("proxy"),
 		Registerer:      reg,

@@ -71,6 +71,9 @@ func (c *Config) Validate() []Problem {
 		}
 	}
 
+	if c.Upstream.OptionsInterval < 0 {
+		v.add("upstream.options_interval", "must not be negative")
+	}
 	for i, d := range c.Upstream.Domains {
 		if !validHost(d) {
 			v.add(fmt.Sprintf("upstream.domains[%d]", i), fmt.Sprintf("%q is not a DNS name or an IP address", d))
