@@ -78,9 +78,8 @@ func (r *Registrar) keep(ctx context.Context, st *regState, b *store.Binding, gr
 		}
 		reg.OnBehalf = onBehalf
 		reg.Expires, reg.Granted = now.Add(granted), granted
-		if shared && reg.DeviceExpires.After(b.Expires) {
-			// another device of the AOR stays longer
-		} else {
+		if !shared || !reg.DeviceExpires.After(b.Expires) {
+			// (a shared contact keeps the expiry of the AOR's longest-lived device)
 			reg.DeviceExpires = b.Expires
 		}
 		reg.LastSeen = now

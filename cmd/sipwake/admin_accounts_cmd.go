@@ -146,21 +146,11 @@ AOR's domain.
 					req.HA1 = append(req.HA1, accountHA1{Realm: realm, Algorithm: registrar.AlgSHA256, HA1: h})
 				}
 			}
-			cl, err := a.client()
-			if err != nil {
+			return adminDo(cmd.Context(), a, http.MethodPut, accountsPath(args[0]), nil, req, func(out adminAccount) error {
+				_, err := fmt.Fprintf(a.stdout, "stored credentials for %s (realms %s, algorithms %s, key %s)\n",
+					out.AOR, realmsCell(out.Realms), dash(strings.Join(out.Algorithms, ",")), dash(out.KeyID))
 				return err
-			}
-			var out adminAccount
-			data, err := cl.get(cmd.Context(), http.MethodPut, accountsPath(args[0]), nil, req, &out)
-			if err != nil {
-				return err
-			}
-			if a.output == "json" {
-				return printJSON(a.stdout, data)
-			}
-			_, err = fmt.Fprintf(a.stdout, "stored credentials for %s (realms %s, algorithms %s, key %s)\n",
-				out.AOR, realmsCell(out.Realms), dash(strings.Join(out.Algorithms, ",")), dash(out.KeyID))
-			return err
+			})
 		},
 	}
 	f := set.Flags()
@@ -204,19 +194,9 @@ the PBX's challenges when it refreshes that AOR's registration itself.`,
 		Short: "List the AORs with stored credentials (never the credentials themselves)",
 		Args:  noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			cl, err := a.client()
-			if err != nil {
-				return err
-			}
-			var out adminAccounts
-			data, err := cl.get(cmd.Context(), http.MethodGet, "/v1/accounts", nil, nil, &out)
-			if err != nil {
-				return err
-			}
-			if a.output == "json" {
-				return printJSON(a.stdout, data)
-			}
-			return printAccounts(a.stdout, out.Accounts)
+			return adminDo(cmd.Context(), a, http.MethodGet, "/v1/accounts", nil, nil, func(out adminAccounts) error {
+				return printAccounts(a.stdout, out.Accounts)
+			})
 		},
 	}
 
@@ -229,20 +209,10 @@ Once it succeeded, the old key files can be removed from the configuration. Acco
 configured key opens are listed and left as they are (exit status 1).`,
 		Args: noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			cl, err := a.client()
-			if err != nil {
+			return adminDo(cmd.Context(), a, http.MethodPost, "/v1/accounts/rekey", nil, nil, func(out adminResealed) error {
+				_, err := fmt.Fprintf(a.stdout, "re-encrypted %d account(s) under the current key\n", out.Resealed)
 				return err
-			}
-			var out adminResealed
-			data, err := cl.get(cmd.Context(), http.MethodPost, "/v1/accounts/rekey", nil, nil, &out)
-			if err != nil {
-				return err
-			}
-			if a.output == "json" {
-				return printJSON(a.stdout, data)
-			}
-			_, err = fmt.Fprintf(a.stdout, "re-encrypted %d account(s) under the current key\n", out.Resealed)
-			return err
+			})
 		},
 	}
 	cmd.AddCommand(set, del, list, rekey)
@@ -295,23 +265,13 @@ devices' own REGISTERs: on-behalf refreshes (state active, backing_off or needs_
 refresh pushes only (push_only).`,
 		Args: noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			cl, err := a.client()
-			if err != nil {
-				return err
-			}
 			q := url.Values{}
 			if aor != "" {
 				q.Set("aor", aor)
 			}
-			var out adminRegistrations
-			data, err := cl.get(cmd.Context(), http.MethodGet, "/v1/registrations", q, nil, &out)
-			if err != nil {
-				return err
-			}
-			if a.output == "json" {
-				return printJSON(a.stdout, data)
-			}
-			return printRegistrations(a.stdout, out.Registrations)
+			return adminDo(cmd.Context(), a, http.MethodGet, "/v1/registrations", q, nil, func(out adminRegistrations) error {
+				return printRegistrations(a.stdout, out.Registrations)
+			})
 		},
 	}
 	list.Flags().StringVar(&aor, "aor", "", "only this address of record")

@@ -157,3 +157,21 @@ func (c *adminClient) get(ctx context.Context, method, path string, query url.Va
 	}
 	return data, nil
 }
+
+// adminDo calls the admin API (method, path, query, body) and prints its
+// answer: the raw JSON with -o json, else what text makes of it.
+func adminDo[T any](ctx context.Context, a *adminCLI, method, path string, query url.Values, body any, text func(T) error) error {
+	cl, err := a.client()
+	if err != nil {
+		return err
+	}
+	var out T
+	data, err := cl.get(ctx, method, path, query, body, &out)
+	if err != nil {
+		return err
+	}
+	if a.output == "json" {
+		return printJSON(a.stdout, data)
+	}
+	return text(out)
+}

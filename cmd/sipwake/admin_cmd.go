@@ -130,10 +130,6 @@ func (a *adminCLI) bindingsCmd() *cobra.Command {
 		Short: "List live bindings, of every AOR or of one",
 		Args:  noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			cl, err := a.client()
-			if err != nil {
-				return err
-			}
 			q := url.Values{}
 			if aor != "" {
 				q.Set("aor", aor)
@@ -141,15 +137,9 @@ func (a *adminCLI) bindingsCmd() *cobra.Command {
 			if provider != "" {
 				q.Set("provider", provider)
 			}
-			var out adminBindings
-			data, err := cl.get(cmd.Context(), http.MethodGet, "/v1/bindings", q, nil, &out)
-			if err != nil {
-				return err
-			}
-			if a.output == "json" {
-				return printJSON(a.stdout, data)
-			}
-			return printBindingsTable(a.stdout, out.Bindings)
+			return adminDo(cmd.Context(), a, http.MethodGet, "/v1/bindings", q, nil, func(out adminBindings) error {
+				return printBindingsTable(a.stdout, out.Bindings)
+			})
 		},
 	}
 	list.Flags().StringVar(&aor, "aor", "", "only this address of record")
@@ -160,19 +150,9 @@ func (a *adminCLI) bindingsCmd() *cobra.Command {
 		Short: "Show every binding of one address of record in detail",
 		Args:  exactArgs("AOR"),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			cl, err := a.client()
-			if err != nil {
-				return err
-			}
-			var out adminBindings
-			data, err := cl.get(cmd.Context(), http.MethodGet, bindingsPath(args[0]), nil, nil, &out)
-			if err != nil {
-				return err
-			}
-			if a.output == "json" {
-				return printJSON(a.stdout, data)
-			}
-			return printBindingsDetail(a.stdout, out.Bindings)
+			return adminDo(cmd.Context(), a, http.MethodGet, bindingsPath(args[0]), nil, nil, func(out adminBindings) error {
+				return printBindingsDetail(a.stdout, out.Bindings)
+			})
 		},
 	}
 
@@ -184,28 +164,18 @@ func (a *adminCLI) bindingsCmd() *cobra.Command {
 refresh. The registration at the PBX lapses at its own expiry.`,
 		Args: exactArgs("AOR"),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			cl, err := a.client()
-			if err != nil {
-				return err
-			}
 			q := url.Values{}
 			if instance != "" {
 				q.Set("instance", instance)
 			}
-			var out adminDeleted
-			data, err := cl.get(cmd.Context(), http.MethodDelete, bindingsPath(args[0]), q, nil, &out)
-			if err != nil {
+			return adminDo(cmd.Context(), a, http.MethodDelete, bindingsPath(args[0]), q, nil, func(out adminDeleted) error {
+				if out.Instance != "" {
+					_, err := fmt.Fprintf(a.stdout, "deleted binding %s of %s\n", out.Instance, out.AOR)
+					return err
+				}
+				_, err := fmt.Fprintf(a.stdout, "deleted %d binding(s) of %s\n", out.Deleted, out.AOR)
 				return err
-			}
-			if a.output == "json" {
-				return printJSON(a.stdout, data)
-			}
-			if out.Instance != "" {
-				_, err = fmt.Fprintf(a.stdout, "deleted binding %s of %s\n", out.Instance, out.AOR)
-			} else {
-				_, err = fmt.Fprintf(a.stdout, "deleted %d binding(s) of %s\n", out.Deleted, out.AOR)
-			}
-			return err
+			})
 		},
 	}
 	del.Flags().StringVar(&instance, "instance", "", "only the binding of this device (the instance column of bindings list)")
@@ -397,19 +367,9 @@ func (a *adminCLI) callsCmd() *cobra.Command {
 		Short: "List the INVITEs this node holds while it wakes devices",
 		Args:  noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			cl, err := a.client()
-			if err != nil {
-				return err
-			}
-			var out adminHeld
-			data, err := cl.get(cmd.Context(), http.MethodGet, "/v1/calls/held", nil, nil, &out)
-			if err != nil {
-				return err
-			}
-			if a.output == "json" {
-				return printJSON(a.stdout, data)
-			}
-			return printHeld(a.stdout, out.Calls)
+			return adminDo(cmd.Context(), a, http.MethodGet, "/v1/calls/held", nil, nil, func(out adminHeld) error {
+				return printHeld(a.stdout, out.Calls)
+			})
 		},
 	})
 	return cmd
@@ -445,29 +405,19 @@ func (a *adminCLI) messagesCmd() *cobra.Command {
 		Short: "List the MESSAGEs stored for sleeping devices",
 		Args:  noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			cl, err := a.client()
-			if err != nil {
-				return err
-			}
-			var out adminPending
-			data, err := cl.get(cmd.Context(), http.MethodGet, "/v1/messages/pending", nil, nil, &out)
-			if err != nil {
-				return err
-			}
-			if a.output == "json" {
-				return printJSON(a.stdout, data)
-			}
-			if len(out.Messages) == 0 {
-				_, err = fmt.Fprintln(a.stdout, "no pending messages")
-				return err
-			}
-			tw := newTable(a.stdout)
-			fmt.Fprintln(tw, "ID\tAOR\tSENDER\tRECEIVED\tEXPIRES\tPENDING\tDELIVERED\tATTEMPTS")
-			for _, m := range out.Messages {
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d\t%d\t%d\n", m.ID, m.AOR, dash(m.Sender), fmtTime(m.Received),
-					fmtTime(m.ExpiresAt), m.Pending, m.Delivered, m.Attempts)
-			}
-			return tw.Flush()
+			return adminDo(cmd.Context(), a, http.MethodGet, "/v1/messages/pending", nil, nil, func(out adminPending) error {
+				if len(out.Messages) == 0 {
+					_, err := fmt.Fprintln(a.stdout, "no pending messages")
+					return err
+				}
+				tw := newTable(a.stdout)
+				fmt.Fprintln(tw, "ID\tAOR\tSENDER\tRECEIVED\tEXPIRES\tPENDING\tDELIVERED\tATTEMPTS")
+				for _, m := range out.Messages {
+					fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d\t%d\t%d\n", m.ID, m.AOR, dash(m.Sender), fmtTime(m.Received),
+						fmtTime(m.ExpiresAt), m.Pending, m.Delivered, m.Attempts)
+				}
+				return tw.Flush()
+			})
 		},
 	})
 	return cmd
@@ -490,28 +440,18 @@ func (a *adminCLI) logCmd() *cobra.Command {
 			return nil
 		},
 		RunE: func(cmd *cobra.Command, args []string) error {
-			cl, err := a.client()
-			if err != nil {
-				return err
-			}
 			method, body := http.MethodGet, any(nil)
 			if len(args) == 1 {
 				method, body = http.MethodPut, adminLevel{Level: args[0]}
 			}
-			var out adminLevel
-			data, err := cl.get(cmd.Context(), method, "/v1/log/level", nil, body, &out)
-			if err != nil {
+			return adminDo(cmd.Context(), a, method, "/v1/log/level", nil, body, func(out adminLevel) error {
+				if method == http.MethodPut {
+					_, err := fmt.Fprintf(a.stdout, "log level set to %s\n", out.Level)
+					return err
+				}
+				_, err := fmt.Fprintf(a.stdout, "log level: %s\n", out.Level)
 				return err
-			}
-			if a.output == "json" {
-				return printJSON(a.stdout, data)
-			}
-			if method == http.MethodPut {
-				_, err = fmt.Fprintf(a.stdout, "log level set to %s\n", out.Level)
-			} else {
-				_, err = fmt.Fprintf(a.stdout, "log level: %s\n", out.Level)
-			}
-			return err
+			})
 		},
 	})
 	return cmd

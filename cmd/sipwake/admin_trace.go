@@ -166,25 +166,14 @@ default 5m, at most 1h. The switch lives in the node whose admin API is called.`
 			if (aor == "") == (callID == "") {
 				return &usageError{errors.New("give exactly one of --aor and --call-id")}
 			}
-			cl, err := a.client()
-			if err != nil {
+			return adminDo(cmd.Context(), a, http.MethodPut, "/v1/trace", nil, adminTraceRequest{AOR: aor, CallID: callID, Duration: dur}, func(out adminTrace) error {
+				what := out.AOR
+				if what == "" {
+					what = "call " + out.CallID
+				}
+				_, err := fmt.Fprintf(a.stdout, "tracing %s until %s (switch %s)\n", what, fmtTime(out.ExpiresAt), out.ID)
 				return err
-			}
-			var out adminTrace
-			data, err := cl.get(cmd.Context(), http.MethodPut, "/v1/trace", nil,
-				adminTraceRequest{AOR: aor, CallID: callID, Duration: dur}, &out)
-			if err != nil {
-				return err
-			}
-			if a.output == "json" {
-				return printJSON(a.stdout, data)
-			}
-			what := out.AOR
-			if what == "" {
-				what = "call " + out.CallID
-			}
-			_, err = fmt.Fprintf(a.stdout, "tracing %s until %s (switch %s)\n", what, fmtTime(out.ExpiresAt), out.ID)
-			return err
+			})
 		},
 	}
 	f := cmd.Flags()
@@ -197,28 +186,18 @@ default 5m, at most 1h. The switch lives in the node whose admin API is called.`
 		Short: "List the trace switches on",
 		Args:  noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			cl, err := a.client()
-			if err != nil {
-				return err
-			}
-			var out adminTraces
-			data, err := cl.get(cmd.Context(), http.MethodGet, "/v1/trace", nil, nil, &out)
-			if err != nil {
-				return err
-			}
-			if a.output == "json" {
-				return printJSON(a.stdout, data)
-			}
-			if len(out.Traces) == 0 {
-				_, err = fmt.Fprintln(a.stdout, "no trace switches on")
-				return err
-			}
-			tw := newTable(a.stdout)
-			fmt.Fprintln(tw, "ID\tAOR\tCALL-ID\tEXPIRES")
-			for _, t := range out.Traces {
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", t.ID, dash(t.AOR), dash(t.CallID), fmtTime(t.ExpiresAt))
-			}
-			return tw.Flush()
+			return adminDo(cmd.Context(), a, http.MethodGet, "/v1/trace", nil, nil, func(out adminTraces) error {
+				if len(out.Traces) == 0 {
+					_, err := fmt.Fprintln(a.stdout, "no trace switches on")
+					return err
+				}
+				tw := newTable(a.stdout)
+				fmt.Fprintln(tw, "ID\tAOR\tCALL-ID\tEXPIRES")
+				for _, t := range out.Traces {
+					fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", t.ID, dash(t.AOR), dash(t.CallID), fmtTime(t.ExpiresAt))
+				}
+				return tw.Flush()
+			})
 		},
 	})
 
@@ -228,24 +207,14 @@ default 5m, at most 1h. The switch lives in the node whose admin API is called.`
 		Short: "Turn every trace switch off, or one",
 		Args:  noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			cl, err := a.client()
-			if err != nil {
-				return err
-			}
 			q := url.Values{}
 			if id != "" {
 				q.Set("id", id)
 			}
-			var out adminTracesCleared
-			data, err := cl.get(cmd.Context(), http.MethodDelete, "/v1/trace", q, nil, &out)
-			if err != nil {
+			return adminDo(cmd.Context(), a, http.MethodDelete, "/v1/trace", q, nil, func(out adminTracesCleared) error {
+				_, err := fmt.Fprintf(a.stdout, "turned %d trace switch(es) off\n", out.Cleared)
 				return err
-			}
-			if a.output == "json" {
-				return printJSON(a.stdout, data)
-			}
-			_, err = fmt.Fprintf(a.stdout, "turned %d trace switch(es) off\n", out.Cleared)
-			return err
+			})
 		},
 	}
 	off.Flags().StringVar(&id, "id", "", "only this switch")
