@@ -133,6 +133,11 @@ type Event struct {
 	// Key names the record for events that are not about a binding
 	// (the held call's ID for EventHeldCancelled).
 	Key string `json:"key,omitempty"`
+	// NoMessages, on an EventBindingPut, says the store saw no message
+	// stored for the AOR in the same atomic step as the write, so a
+	// subscriber need not look for messages to deliver. A store that
+	// cannot tell cheaply leaves it false: then the subscriber looks.
+	NoMessages bool `json:"no_messages,omitempty"`
 }
 
 // ListOptions filters ListBindings.

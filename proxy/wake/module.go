@@ -291,7 +291,7 @@ func (w *Wake) watch(ctx context.Context, events <-chan store.Event) {
 					c.notifyRegistered(e.Instance)
 				}
 				w.mu.Unlock()
-				if w.cfg.MessageTTL > 0 {
+				if w.cfg.MessageTTL > 0 && !e.NoMessages {
 					go w.messagesOnRegister(e.AOR, e.Instance)
 				}
 			case store.EventResync:

@@ -162,7 +162,13 @@ func (s *Store) PutBinding(ctx context.Context, b store.Binding, max int) (prev 
 		if b.Token != "" && b.Live(now) {
 			link = "1"
 		}
-		put, err := json.Marshal(s.event(store.EventBindingPut, b.AOR, b.Instance))
+		ev := s.event(store.EventBindingPut, b.AOR, b.Instance)
+		put, err := json.Marshal(ev)
+		if err != nil {
+			return nil, fail("put binding", err)
+		}
+		ev.NoMessages = true
+		putNone, err := json.Marshal(ev)
 		if err != nil {
 			return nil, fail("put binding", err)
 		}
@@ -170,7 +176,7 @@ func (s *Store) PutBinding(ctx context.Context, b store.Binding, max int) (prev 
 		if err != nil {
 			return nil, fail("put binding", err)
 		}
-		args = append(args, s.keys.tokenPrefix(), link, s.keys.events(), put, head, tail)
+		args = append(args, s.keys.tokenPrefix(), link, s.keys.events(), put, head, tail, s.keys.msgAOR(b.AOR), putNone)
 	}
 	res, err := script.Run(ctx, s.client, scriptKeys, args...).Slice()
 	if err != nil {

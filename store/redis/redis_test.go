@@ -423,3 +423,50 @@ func TestSubscribeResyncAfterRestart(t *testing.T) {
 		t.Errorf("unexpected event %+v", ev)
 	}
 }
+
+// TestPutEventNoMessages: on a single server the put script tells
+// subscribers whether the AOR has a stored message, so that a registration
+// costs no round trip to look for one; once the last message is gone the
+// hint comes back.
+func TestPutEventNoMessages(t *testing.T) {
+	addr := storetest.StartRedis(t)
+	s, err := redis.Open(t.Context(), redis.Options{Addresses: []string{addr}, NodeID: "n", KeyPrefix: prefixFor(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	ch, err := s.Subscribe(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	const aor = "sip:pia@example.com"
+	put := func() store.Event {
+		t.Helper()
+		if _, err := s.PutBinding(t.Context(), storetest.Fixture(aor, "d", "t", time.Hour), 0); err != nil {
+			t.Fatal(err)
+		}
+		select {
+		case ev := <-ch:
+			return ev
+		case <-time.After(5 * time.Second):
+			t.Fatal("no put event")
+		}
+		return store.Event{}
+	}
+	if ev := put(); !ev.NoMessages {
+		t.Errorf("no message stored: event %+v, want NoMessages", ev)
+	}
+	now := time.Now()
+	if _, err := s.PutMessage(t.Context(), storetest.MessageFixture("m1", aor, now, now.Add(time.Hour), "d")); err != nil {
+		t.Fatal(err)
+	}
+	if ev := put(); ev.NoMessages {
+		t.Errorf("a message waits: event %+v says none", ev)
+	}
+	if _, err := s.Acknowledge(t.Context(), "m1", "d"); err != nil {
+		t.Fatal(err)
+	}
+	if ev := put(); !ev.NoMessages {
+		t.Errorf("the message was delivered: event %+v, want NoMessages", ev)
+	}
+}

@@ -53,11 +53,16 @@ return {'ok', prev, prevtok, dropped}
 //	ARGV[9]  token-key prefix  ARGV[10] "1" to point the token key at the binding
 //	ARGV[11] events channel    ARGV[12] the put event
 //	ARGV[13], ARGV[14] a deleted event's JSON before and after the instance
+//	ARGV[15] the AOR's message index  ARGV[16] the put event with no_messages
 //
 // After putScript's work it sets the token key (PXAT the binding's expiry)
 // when asked, unlinks the replaced binding's other token while it still
 // points at this binding, and publishes a deleted event per dropped
-// binding, then the put event. The reply is putScript's.
+// binding, then the put event: ARGV[16] when the AOR has no stored message
+// (Redis drops an index with its last member), so that no subscriber
+// spends a round trip looking for one on every registration; the index,
+// like the token keys, is named from a prefix, which only a non-Cluster
+// server allows. The reply is putScript's.
 var putOneScript = goredis.NewScript(putBody + `
 if tok ~= '' and ARGV[10] == '1' then
   redis.call('SET', KEYS[3], bkey, 'PXAT', exp)
@@ -71,7 +76,11 @@ end
 for _, m in ipairs(dropped) do
   redis.call('PUBLISH', ARGV[11], ARGV[13] .. cjson.encode(m) .. ARGV[14])
 end
-redis.call('PUBLISH', ARGV[11], ARGV[12])
+if redis.call('EXISTS', ARGV[15]) == 0 then
+  redis.call('PUBLISH', ARGV[11], ARGV[16])
+else
+  redis.call('PUBLISH', ARGV[11], ARGV[12])
+end
 return {'ok', prev, prevtok, dropped}
 `)
 

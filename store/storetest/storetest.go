@@ -70,6 +70,7 @@ func RunWithOptions(t *testing.T, open OpenFunc, opt Options) {
 		{"ListBindings", s.testListBindings},
 		{"BinarySafeKeys", s.testBinarySafe},
 		{"EventsOtherNode", s.testEvents},
+		{"EventNoMessages", s.testEventNoMessages},
 		{"ConcurrentPutMax", s.testConcurrentPut},
 		{"ConcurrentChurnMax", s.testConcurrentChurn},
 		{"SubscribeCancel", s.testSubscribeCancel},
@@ -638,11 +639,58 @@ func expectEvent(t *testing.T, ch <-chan store.Event, want store.Event) {
 		if !ok {
 			t.Fatalf("subscription closed, want event %+v", want)
 		}
+		// NoMessages is a hint a store may give or not;
+		// testEventNoMessages checks it is never wrong.
+		ev.NoMessages = want.NoMessages
 		if ev != want {
 			t.Fatalf("event %+v, want %+v", ev, want)
 		}
 	case <-time.After(waitFor):
 		t.Fatalf("no event after %s, want %+v", waitFor, want)
+	}
+}
+
+// testEventNoMessages: a put event never says "no messages" while a
+// message for the AOR is stored (subscribers then skip the delivery that
+// the device's registration must start); other AORs' messages do not
+// count.
+func (s *suite) testEventNoMessages(t *testing.T) {
+	a, _, _ := s.nodes(t)
+	events, err := a.Subscribe(t.Context())
+	if err != nil {
+		t.Fatalf("Subscribe: %v", err)
+	}
+	const aor, other = "sip:nell@example.com", "sip:otto@example.com"
+	put := func(inst string) store.Event {
+		t.Helper()
+		if _, err := a.PutBinding(ctx(t), Fixture(aor, inst, "tok-"+inst, time.Hour), 0); err != nil {
+			t.Fatalf("PutBinding: %v", err)
+		}
+		select {
+		case ev := <-events:
+			if ev.Kind != store.EventBindingPut || ev.Instance != inst {
+				t.Fatalf("event %+v, want the put of %s", ev, inst)
+			}
+			return ev
+		case <-time.After(waitFor):
+			t.Fatalf("no event after %s for the put of %s", waitFor, inst)
+		}
+		return store.Event{}
+	}
+	put("d1")
+	now := time.Now()
+	if _, err := a.PutMessage(ctx(t), MessageFixture("m-other", other, now, now.Add(time.Hour), "x")); err != nil {
+		t.Fatalf("PutMessage: %v", err)
+	}
+	put("d2")
+	if _, err := a.PutMessage(ctx(t), MessageFixture("m-1", aor, now, now.Add(time.Hour), "d1")); err != nil {
+		t.Fatalf("PutMessage: %v", err)
+	}
+	if ev := put("d1"); ev.NoMessages {
+		t.Fatalf("put event %+v says no messages while one waits for the AOR", ev)
+	}
+	if ev := put("d3"); ev.NoMessages {
+		t.Fatalf("put event %+v (another device) says no messages while one waits for the AOR", ev)
 	}
 }
 
