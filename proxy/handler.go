@@ -128,9 +128,11 @@ func (r *Request) Detach() (done func()) {
 func (r *Request) Server() *Server { return r.srv }
 
 // Log returns the transaction's logger, carrying call_id, method and src.
+// The fields are encoded only when a line is written: most transactions
+// log nothing at the configured level.
 func (r *Request) Log() *zap.Logger {
 	r.logOnce.Do(func() {
-		r.log = r.srv.log.With(RequestFields(r.Msg, r.Source, r.Transport)...)
+		r.log = r.srv.log.WithLazy(RequestFields(r.Msg, r.Source, r.Transport)...)
 	})
 	return r.log
 }

@@ -245,7 +245,7 @@ func (r *Registrar) wipeAccount(ctx context.Context, aor, reason string) {
 
 // refresh sends the on-behalf REGISTER and records the outcome.
 func (r *Registrar) refresh(ctx context.Context, reg *store.Registration, bs []store.Binding) {
-	log := r.log.With(proxy.AOR(reg.AOR))
+	log := r.log.WithLazy(proxy.AOR(reg.AOR))
 	ask := reg.DeviceExpires.Sub(time.Now()).Truncate(time.Second)
 	if ask > askExpires {
 		ask = askExpires

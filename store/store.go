@@ -154,19 +154,19 @@ type Bindings interface {
 	// PutBinding inserts or replaces the binding (AOR, Instance) atomically.
 	// When a new instance would make the AOR hold more than max live
 	// bindings (max > 0), it returns ErrTooManyBindings and stores nothing.
-	// It returns the binding it replaced, or nil. It also drops any other
-	// binding of the AOR whose Token equals b.Token.
+	// It reports whether it replaced a live binding of the same instance.
+	// It also drops any other binding of the AOR whose Token equals b.Token.
 	//
 	// The limit counts the AOR's live bindings as they would be after the
 	// put: bindings dropped for carrying the same Token do not count, and
 	// replacing an existing live instance never fails with
 	// ErrTooManyBindings (even when max was lowered since). An expired
-	// binding under the same instance is not "replaced": prev is nil.
+	// binding under the same instance is not "replaced".
 	// b.AOR and b.Instance must not be empty; both are compared as raw
 	// bytes (any string, NUL and non-ASCII included). An empty Token
 	// matches nothing. The store publishes EventBindingPut for b and
 	// EventBindingDeleted for every binding dropped by Token.
-	PutBinding(ctx context.Context, b Binding, max int) (prev *Binding, err error)
+	PutBinding(ctx context.Context, b Binding, max int) (replaced bool, err error)
 	// DeleteBinding removes one binding; ErrNotFound when absent or
 	// expired. It publishes EventBindingDeleted.
 	DeleteBinding(ctx context.Context, aor, instance string) error

@@ -242,22 +242,22 @@ func dropToken(tx *bolt.Tx, token string, key []byte) error {
 }
 
 // PutBinding implements store.Bindings in one bbolt write transaction.
-func (s *Store) PutBinding(ctx context.Context, b store.Binding, max int) (prev *store.Binding, err error) {
+func (s *Store) PutBinding(ctx context.Context, b store.Binding, max int) (replaced bool, err error) {
 	defer func() { s.metrics.Observe(store.OpPutBinding, err) }()
 	if err := s.begin(ctx); err != nil {
-		return nil, fail("put binding", err)
+		return false, fail("put binding", err)
 	}
 	if b.AOR == "" || b.Instance == "" {
-		return nil, errors.New("embedded store: put binding: aor and instance must not be empty")
+		return false, errors.New("embedded store: put binding: aor and instance must not be empty")
 	}
 	val, err := json.Marshal(b)
 	if err != nil {
-		return nil, fail("put binding", err)
+		return false, fail("put binding", err)
 	}
 	now := time.Now()
 	key := bindingKey(b.AOR, b.Instance)
 	err = s.db.Update(func(tx *bolt.Tx) error {
-		prev = nil
+		replaced = false
 		entries, err := aorEntries(tx, b.AOR)
 		if err != nil {
 			return err
@@ -269,8 +269,7 @@ func (s *Store) PutBinding(ctx context.Context, b store.Binding, max int) (prev 
 			case !e.b.Live(now):
 				stale = append(stale, e)
 			case e.b.Instance == b.Instance:
-				p := e.b
-				prev = &p
+				replaced = true
 				stale = append(stale, e)
 			case b.Token != "" && e.b.Token == b.Token:
 				dropped = append(dropped, e)
@@ -278,7 +277,7 @@ func (s *Store) PutBinding(ctx context.Context, b store.Binding, max int) (prev 
 				others++
 			}
 		}
-		if prev == nil && max > 0 && others+1 > max {
+		if !replaced && max > 0 && others+1 > max {
 			return store.ErrTooManyBindings
 		}
 		for _, e := range append(stale, dropped...) {
@@ -306,12 +305,12 @@ func (s *Store) PutBinding(ctx context.Context, b store.Binding, max int) (prev 
 		return nil
 	})
 	if errors.Is(err, store.ErrTooManyBindings) {
-		return nil, err
+		return false, err
 	}
 	if err != nil {
-		return nil, fail("put binding", err)
+		return false, fail("put binding", err)
 	}
-	return prev, nil
+	return replaced, nil
 }
 
 func (s *Store) event(kind store.EventKind, aor, instance string) store.Event {

@@ -250,12 +250,14 @@ func (s *Store) Message(ctx context.Context, id string) (m store.StoredMessage, 
 // arrival order and cut at limit.
 func (s *Store) listMessages(ctx context.Context, aor string, expired bool, limit int, instance string) ([]store.StoredMessage, error) {
 	keys := []string{s.keys.msgIndex(), s.keys.msgExpiry()}
-	if aor != "" {
-		// Every registration asks for its device's messages, and almost
-		// always there is none: Redis drops the AOR's index with its last
-		// member, and a plain EXISTS costs the server a small part of
-		// what a script call does. A message stored just after it is
-		// delivered by its own attempt, as if stored after the script.
+	if aor != "" && !s.oneTrip {
+		// In a Cluster every registration asks for its device's messages
+		// (its put event cannot say there are none: see putOneScript),
+		// and almost always there is none: Redis drops the AOR's index
+		// with its last member, and a plain EXISTS costs the server a
+		// small part of what a script call does. A message stored just
+		// after it is delivered by its own attempt, as if stored after
+		// the script.
 		n, err := s.client.Exists(ctx, s.keys.msgAOR(aor)).Result()
 		if err != nil {
 			return nil, err
@@ -263,6 +265,8 @@ func (s *Store) listMessages(ctx context.Context, aor string, expired bool, limi
 		if n == 0 {
 			return []store.StoredMessage{}, nil
 		}
+	}
+	if aor != "" {
 		keys = append(keys, s.keys.msgAOR(aor))
 	}
 	flag := "0"

@@ -17,8 +17,9 @@ import (
 )
 
 // TestMessageRoundTrips counts the round trips of the stored-message and
-// lease operations: one each in every mode; with WaitReplicas the put and
-// its WAIT share one pipeline.
+// lease operations: one each in every mode, except a Cluster's look-up by
+// AOR (an EXISTS first); with WaitReplicas the put and its WAIT share one
+// pipeline.
 func TestMessageRoundTrips(t *testing.T) {
 	single := storetest.StartRedis(t)
 	cluster := startCluster(t)
@@ -40,6 +41,18 @@ func TestMessageRoundTrips(t *testing.T) {
 			ctx := t.Context()
 			now := time.Now()
 			m := storetest.MessageFixture("m1", "sip:trips@example.com", now, now.Add(time.Hour), "d1", "d2", "d3")
+			// A Cluster looks for the AOR's index first (registrations ask
+			// there, with no hint in their event); a single server runs the
+			// script, asked only when the AOR has messages.
+			forAOR := func(has bool) [][]string {
+				switch {
+				case !tc.cluster:
+					return [][]string{evalsha}
+				case has:
+					return [][]string{{"exists"}, evalsha}
+				}
+				return [][]string{{"exists"}}
+			}
 			steps := []struct {
 				name string
 				do   func() error
@@ -51,7 +64,11 @@ func TestMessageRoundTrips(t *testing.T) {
 					_, err := s.ListMessages(ctx, store.MessageFilter{Limit: 10})
 					return err
 				}, [][]string{evalsha}},
-				{"messages for", func() error { _, err := s.MessagesFor(ctx, m.AOR, "d1", 0); return err }, [][]string{evalsha}},
+				{"messages for", func() error { _, err := s.MessagesFor(ctx, m.AOR, "d1", 0); return err }, forAOR(true)},
+				{"messages for an AOR without any", func() error {
+					_, err := s.MessagesFor(ctx, "sip:none@example.com", "d1", 0)
+					return err
+				}, forAOR(false)},
 				{"add pending", func() error { return s.AddPending(ctx, m.ID, "d4") }, [][]string{evalsha}},
 				{"count attempt", func() error { return s.CountAttempt(ctx, m.ID) }, [][]string{evalsha}},
 				{"acknowledge", func() error { _, err := s.Acknowledge(ctx, m.ID, "d1"); return err }, [][]string{evalsha}},

@@ -141,9 +141,9 @@ func TestWriteRoundTrips(t *testing.T) {
 					return err
 				}},
 				{"re-register with a new token", func() error {
-					prev, err := s.PutBinding(ctx, storetest.Fixture(aor, "a", "tok-a2", time.Hour), 5)
-					if err == nil && prev == nil {
-						err = errors.New("no prev")
+					replaced, err := s.PutBinding(ctx, storetest.Fixture(aor, "a", "tok-a2", time.Hour), 5)
+					if err == nil && !replaced {
+						err = errors.New("nothing replaced")
 					}
 					return err
 				}},

@@ -40,10 +40,10 @@ import goredis "github.com/redis/go-redis/v9"
 // It prunes expired members, refuses a new instance beyond max (counting the
 // bindings left after dropping those with the same token), drops other
 // bindings with the same token, replaces the binding and sets expiries.
-// Reply: {"too_many"} or {"ok", prev data|nil, prev token|nil, {dropped
-// instance...}}.
+// Reply: {"too_many"} or {"ok", 1 when a live binding of the instance was
+// replaced else 0, prev token|nil, {dropped instance...}}.
 var putScript = goredis.NewScript(putBody + `
-return {'ok', prev, prevtok, dropped}
+return {'ok', prev and 1 or 0, prevtok, dropped}
 `)
 
 // putOneScript is putScript plus the token index and the events.
@@ -81,7 +81,7 @@ if redis.call('EXISTS', ARGV[15]) == 0 then
 else
   redis.call('PUBLISH', ARGV[11], ARGV[12])
 end
-return {'ok', prev, prevtok, dropped}
+return {'ok', prev and 1 or 0, prevtok, dropped}
 `)
 
 // putBody is the part putScript and putOneScript share: everything but the
