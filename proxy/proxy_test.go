@@ -598,3 +598,31 @@ func TestUpstreamProbe(t *testing.T) {
 		time.Sleep(20 * time.Millisecond)
 	}
 }
+
+// TestCompletedNonInviteKeptT4: a completed non-INVITE server transaction
+// over UDP absorbs retransmissions (answered again, nothing relayed) for
+// T4, then is gone, as in Kamailio's tm (wt_timer), instead of holding its
+// messages for Timer J's 32 s: a request retransmitted after that is
+// relayed again.
+func TestCompletedNonInviteKeptT4(t *testing.T) {
+	tb := newTestBed(t)
+	dev := proxytest.NewUDP(t, "")
+	msg := "MESSAGE sip:1002@pbx.test SIP/2.0\nVia: SIP/2.0/UDP " + dev.Addr() + ";branch=z9hG4bK-msg-t4;rport\n" +
+		"Max-Forwards: 70\nFrom: <sip:1001@pbx.test>;tag=ft-t4\nTo: <sip:1002@pbx.test>\nCall-ID: t4\nCSeq: 1 MESSAGE\n" +
+		"Content-Type: text/plain\nContent-Length: 2\n\nhi"
+	dev.Send(tb.udp, msg)
+	in := tb.pbx.ExpectRequest(wait, sip.MESSAGE)
+	tb.pbx.Reply(tb.udp, in, 200, "OK")
+	dev.ExpectResponse(wait, 200)
+
+	time.Sleep(sip.T4 / 2)
+	dev.Send(tb.udp, msg) // within T4: answered from the transaction
+	dev.ExpectResponse(wait, 200)
+	tb.pbx.Quiet(300 * time.Millisecond)
+
+	time.Sleep(sip.T4/2 + time.Second)
+	dev.Send(tb.udp, msg) // after T4: a new transaction
+	again := tb.pbx.ExpectRequest(wait, sip.MESSAGE)
+	tb.pbx.Reply(tb.udp, again, 200, "OK")
+	dev.ExpectResponse(wait, 200)
+}

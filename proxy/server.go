@@ -630,6 +630,15 @@ func (s *Server) onRequest(req *sip.Request, tx *sip.ServerTx) {
 			r.Respond(500, "Server Internal Error")
 		}
 		tx.TerminateGracefully()
+		if !req.IsInvite() && !sip.IsReliable(r.Transport) {
+			// sipgo keeps a completed non-INVITE server transaction over
+			// UDP for Timer J, 64*T1 = 32 s, holding the request and its
+			// answer: at 1,500 REGISTER/s that was 800 MB. It goes after
+			// T4 (5 s) instead, as Kamailio's tm does (wt_timer): a
+			// retransmission later than that, after 5 s of losses, is
+			// relayed again and answered by the next hop's own state.
+			time.AfterFunc(sip.T4, tx.Terminate)
+		}
 	}
 	s.dispatch(ctx, r)
 	if r.detached.Load() {
