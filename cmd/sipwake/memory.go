@@ -17,11 +17,11 @@ type activity interface {
 
 // trimMemory returns memory to the operating system once the daemon has
 // been idle for quiet: nothing received and nothing in flight. After a
-// load peak the heap is mostly finished transactions kept for their
-// retransmission timers (32 s); an idle Go heap is collected only by the
-// forced GC every two minutes and returned to the OS gradually, so RSS
-// would stay near its peak for minutes. The trim runs once per idle
-// period.
+// load peak the heap is mostly garbage and finished transactions kept for
+// their retransmission timers (5 s for non-INVITE, up to 32 s for INVITE);
+// an idle Go heap is collected only by the forced GC every two minutes and
+// returned to the OS gradually, so RSS would stay near its peak for
+// minutes. The trim runs once per idle period.
 func trimMemory(ctx context.Context, a activity, quiet time.Duration, log *zap.Logger) {
 	every := quiet / 3
 	if every > 5*time.Second {

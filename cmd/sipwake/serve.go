@@ -96,8 +96,9 @@ func runServe(ctx context.Context, cfg *Config, log *zap.Logger, level zap.Atomi
 	defer shutdown(admin.Shutdown, 5*time.Second)
 	ops.SetStarted()
 	slog := log.Named("serve")
-	// 45 s: past the 32 s for which finished transactions are kept.
-	go trimMemory(ctx, srv, 45*time.Second, slog)
+	// 33 s: past the 32 s for which a finished INVITE transaction may be
+	// kept (non-INVITE ones go after 5 s).
+	go trimMemory(ctx, srv, 33*time.Second, slog)
 	if hook, ok := ctx.Value(serveHookKey{}).(func(*daemon)); ok {
 		hook(&daemon{srv: srv, store: st, ops: ops, pusher: pusher, admin: admin})
 	}
