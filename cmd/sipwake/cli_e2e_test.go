@@ -579,9 +579,8 @@ func TestE2ECLI(t *testing.T) {
 			t.Errorf("%v = %d %q", args, code, errOut)
 			continue
 		}
-		// config default and show print YAML whatever -o says (the
-		// commented file is their point); a YAML parser reads JSON too,
-		// so this check holds whichever they print.
+		// config default and show print the commented YAML, or JSON
+		// with -o json; a YAML parser reads both.
 		if err := yaml.Unmarshal([]byte(out), &doc); err != nil || doc["sip"] == nil || doc["store"] == nil || doc["admin"] == nil {
 			t.Errorf("%v output does not parse as a config (%v):\n%s", args, err, out)
 		}

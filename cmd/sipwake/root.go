@@ -9,6 +9,7 @@ import (
 	"strings"
 
 	"github.com/spf13/cobra"
+	"go.yaml.in/yaml/v3"
 )
 
 // Exit statuses (INTERFACE.md "Binary and CLI").
@@ -284,8 +285,7 @@ func (c *cli) configCmd() *cobra.Command {
 		Short: "Print the complete default configuration as commented YAML",
 		Args:  noArgs,
 		RunE: func(*cobra.Command, []string) error {
-			_, err := c.stdout.Write(renderConfigYAML(defaultConfig(), defaultHeader))
-			return err
+			return c.writeConfig(defaultConfig(), defaultHeader)
 		},
 	}, &cobra.Command{
 		Use:   "show",
@@ -303,11 +303,25 @@ func (c *cli) configCmd() *cobra.Command {
 				}
 				return &exitError{code: exitConfig, err: err}
 			}
-			_, err = c.stdout.Write(renderConfigYAML(cfg, "# sipwake effective configuration (file, SIPWAKE_* environment and defaults merged).\n"))
-			return err
+			return c.writeConfig(cfg, "# sipwake effective configuration (file, SIPWAKE_* environment and defaults merged).\n")
 		},
 	})
 	return cmd
+}
+
+// writeConfig prints cfg as the commented YAML file, or with -o json as
+// one JSON object with the same keys and values (durations as "30s").
+func (c *cli) writeConfig(cfg *Config, header string) error {
+	y := renderConfigYAML(cfg, header)
+	if c.output != "json" {
+		_, err := c.stdout.Write(y)
+		return err
+	}
+	var doc map[string]any
+	if err := yaml.Unmarshal(y, &doc); err != nil {
+		return fmt.Errorf("config as json: %w", err)
+	}
+	return writeJSON(c.stdout, doc)
 }
 
 func writeJSON(w io.Writer, v any) error {

@@ -344,6 +344,23 @@ func TestCLIConfigDefaultAndShow(t *testing.T) {
 	if code != 0 || !strings.Contains(stdout, "\n  driver: redis\n") || !strings.Contains(stdout, "\nnode_id: n1\n") {
 		t.Fatalf("config show: status %d, stderr %q, stdout:\n%s", code, stderr, stdout)
 	}
+	// -o json: the same document as one JSON object.
+	for _, args := range [][]string{{"-o", "json", "config", "default"}, {"-o", "json", "config", "show"}} {
+		code, stdout, stderr = runCLI(t, []string{"SIPWAKE_NODE_ID=n1"}, args...)
+		var doc struct {
+			NodeID string `json:"node_id"`
+			SIP    struct {
+				MaxMessageBytes int `json:"max_message_bytes"`
+			} `json:"sip"`
+			Upstream struct {
+				OptionsInterval string `json:"options_interval"`
+			} `json:"upstream"`
+		}
+		if code != 0 || json.Unmarshal([]byte(stdout), &doc) != nil || doc.SIP.MaxMessageBytes != defaultConfig().SIP.MaxMessageBytes ||
+			doc.Upstream.OptionsInterval != "30s" || (args[3] == "show") != (doc.NodeID == "n1") {
+			t.Fatalf("%v: status %d, stderr %q, decoded %+v from:\n%s", args, code, stderr, doc, stdout)
+		}
+	}
 	code, _, stderr = runCLI(t, []string{"SIPWAKE_DRAIN_DELAY=x"}, "config", "show")
 	if code != 1 || !strings.HasPrefix(stderr, `drain.delay: invalid duration "x"`) {
 		t.Fatalf("config show with a bad env: status %d, stderr %q", code, stderr)
