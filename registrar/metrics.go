@@ -73,37 +73,64 @@ func (c *registrationsCollector) Collect(ch chan<- prometheus.Metric) {
 var bindingsDesc = prometheus.NewDesc("sipwake_registrar_bindings",
 	"Live device bindings in the store, by push provider (none = no push target).", []string{"provider"}, nil)
 
-// bindingsCollector counts the live bindings at scrape time, at most once
-// per 15 s (the count walks the store).
+// bindingsCollector counts the live bindings, at most once per 15 s. The
+// count walks the store (seconds with tens of thousands of devices), so it
+// runs beside the scrape: a scrape reports the last count and starts a new
+// one when that is stale; only the first scrape waits for one, up to 2 s.
 type bindingsCollector struct {
-	st     store.Store
-	mu     sync.Mutex
-	at     time.Time
-	counts map[string]int
+	st      store.Store
+	mu      sync.Mutex
+	at      time.Time
+	counts  map[string]int
+	running chan struct{} // closed when the count in progress ends
 }
+
+// bindingsCountTimeout bounds one count.
+const bindingsCountTimeout = time.Minute
 
 func (c *bindingsCollector) Describe(ch chan<- *prometheus.Desc) { ch <- bindingsDesc }
 
 func (c *bindingsCollector) Collect(ch chan<- prometheus.Metric) {
 	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.counts == nil || time.Since(c.at) > 15*time.Second {
-		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-		bs, err := c.st.ListBindings(ctx, store.ListOptions{})
-		cancel()
-		if err == nil {
-			counts := map[string]int{"none": 0}
-			for _, b := range bs {
-				p := "none"
-				if b.Push != nil {
-					p = b.Push.Provider
-				}
-				counts[p]++
-			}
-			c.counts, c.at = counts, time.Now()
-		}
+	if c.running == nil && (c.counts == nil || time.Since(c.at) > 15*time.Second) {
+		c.running = make(chan struct{})
+		go c.count(c.running)
 	}
+	if c.counts == nil && c.running != nil {
+		running := c.running
+		c.mu.Unlock()
+		select {
+		case <-running:
+		case <-time.After(2 * time.Second):
+		}
+		c.mu.Lock()
+	}
+	defer c.mu.Unlock()
 	for p, n := range c.counts {
 		ch <- prometheus.MustNewConstMetric(bindingsDesc, prometheus.GaugeValue, float64(n), p)
 	}
+}
+
+// count lists the bindings and records their count per provider; done
+// is closed at the end, success or not.
+func (c *bindingsCollector) count(done chan struct{}) {
+	ctx, cancel := context.WithTimeout(context.Background(), bindingsCountTimeout)
+	bs, err := c.st.ListBindings(ctx, store.ListOptions{})
+	cancel()
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	defer close(done)
+	c.running = nil
+	if err != nil {
+		return // the last count stays (a store error is counted by the store)
+	}
+	counts := map[string]int{"none": 0}
+	for _, b := range bs {
+		p := "none"
+		if b.Push != nil {
+			p = b.Push.Provider
+		}
+		counts[p]++
+	}
+	c.counts, c.at = counts, time.Now()
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"reflect"
 	"strings"
 	"sync"
@@ -472,5 +473,70 @@ func TestHeldKeyLayout(t *testing.T) {
 	}
 	if ttl, err := raw.PTTL(ctx, redis.NodeKey(prefix, "node-1")).Result(); err != nil || ttl <= 0 || ttl > 10*time.Second {
 		t.Errorf("node key PTTL %s, %v; want up to 10s", ttl, err)
+	}
+}
+
+// TestListBindingsBatched: listing every binding reads the AORs a batch
+// per round trip (the bindings gauge lists them all), in AOR order, with
+// nothing lost between batches, including an AOR whose script was never
+// cached on the server.
+func TestListBindingsBatched(t *testing.T) {
+	addr := storetest.StartRedis(t)
+	s, err := redis.Open(t.Context(), redis.Options{Addresses: []string{addr}, NodeID: "n", KeyPrefix: prefixFor(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	const n = 600
+	var want []string
+	for i := range n {
+		aor := fmt.Sprintf("sip:u%04d@example.com", i)
+		want = append(want, aor)
+		if _, err := s.PutBinding(t.Context(), storetest.Fixture(aor, "d", fmt.Sprintf("t%d", i), time.Hour), 0); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// A server that forgot the scripts: the first batch meets NOSCRIPT.
+	c := goredis.NewClient(&goredis.Options{Addr: addr})
+	defer c.Close()
+	if err := c.ScriptFlush(t.Context()).Err(); err != nil {
+		t.Fatal(err)
+	}
+	rec := &tripRecorder{}
+	s.AddHook(rec)
+	bs, err := s.ListBindings(t.Context(), store.ListOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, b := range bs {
+		got = append(got, b.AOR)
+	}
+	if !reflect.DeepEqual(got, want) {
+		t.Fatalf("listed %d bindings, want %d in AOR order", len(got), len(want))
+	}
+	scripts := 0
+	for _, trip := range rec.take() {
+		if trip[0] != "scan" {
+			scripts++
+		}
+	}
+	// The first batch meets NOSCRIPT: the script is loaded and the batch
+	// sent again; then one trip for each of the two other batches.
+	if scripts != 5 {
+		t.Errorf("%d round trips for %d AORs after a script flush, want 5", scripts, n)
+	}
+	rec.take()
+	if _, err := s.ListBindings(t.Context(), store.ListOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	scripts = 0
+	for _, trip := range rec.take() {
+		if trip[0] != "scan" {
+			scripts++
+		}
+	}
+	if scripts != 3 {
+		t.Errorf("cached scripts: %d round trips for %d AORs, want 3", scripts, n)
 	}
 }
