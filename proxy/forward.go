@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/emiago/sipgo/sip"
@@ -171,11 +172,13 @@ func (s *Server) launch(out *sip.Request, tp string) (sip.ClientTransaction, cha
 	// nothing more is passed up (later 2xx go to the retransmission
 	// hook), so the drain ends there instead of living as long as the
 	// transaction.
+	var accepted atomic.Bool // an INVITE got a 2xx
 	go func() {
 		for {
 			select {
 			case res := <-tx.Responses():
 				if res != nil && !res.IsProvisional() {
+					accepted.Store(res.IsSuccess())
 					return
 				}
 			case <-tx.Done():
@@ -201,10 +204,19 @@ func (s *Server) launch(out *sip.Request, tp string) (sip.ClientTransaction, cha
 			// Timer D (32 s); RFC 3261 §17.1.2.2 says Timer K (T4).
 			time.AfterFunc(sip.T4, tx.Terminate)
 		default:
-			// INVITE: sipgo's timers end it (Timer M after a 2xx, RFC
-			// 6026; Timer D after an ACKed failure); this only bounds one
-			// whose peer never answers a CANCEL.
-			time.AfterFunc(sip.Timer_B, tx.Terminate)
+			// INVITE: sipgo's timers end it (Timer M, 32 s, after a 2xx,
+			// RFC 6026; Timer D after an ACKed failure). After a 2xx it
+			// goes after T4 instead, as in Kamailio's tm: later 2xx
+			// retransmissions are relayed without it (strayResponse).
+			// The bound of Timer B is for one whose peer never answers
+			// a CANCEL.
+			time.AfterFunc(sip.T4, func() {
+				if accepted.Load() {
+					tx.Terminate()
+					return
+				}
+				time.AfterFunc(sip.Timer_B-sip.T4, tx.Terminate)
+			})
 		}
 	}
 	return tx, responses, release, nil

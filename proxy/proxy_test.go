@@ -626,3 +626,32 @@ func TestCompletedNonInviteKeptT4(t *testing.T) {
 	tb.pbx.Reply(tb.udp, again, 200, "OK")
 	dev.ExpectResponse(wait, 200)
 }
+
+// TestInviteAcceptedKeptT4: after a 2xx both INVITE transactions live T4
+// instead of Timer L/M's 32 s: meanwhile an INVITE retransmission is
+// absorbed; then a 2xx the PBX retransmits still reaches the caller
+// (relayed without a transaction, RFC 6026), and an INVITE retransmission
+// is relayed as a new request.
+func TestInviteAcceptedKeptT4(t *testing.T) {
+	tb := newTestBed(t)
+	dev := proxytest.NewUDP(t, "")
+	inv := invite(dev, "sip:1002@pbx.test", "acc-t4")
+	dev.Send(tb.udp, inv)
+	dev.ExpectResponse(wait, 100)
+	in := tb.pbx.ExpectRequest(wait, sip.INVITE)
+	ok := "Contact: <sip:1002@" + tb.pbx.Addr() + ">"
+	tb.pbx.Reply(tb.udp, in, 200, "OK", ok)
+	dev.ExpectResponse(wait, 200)
+
+	time.Sleep(sip.T4 / 2)
+	dev.Send(tb.udp, inv) // within T4: absorbed by the server transaction
+	tb.pbx.Quiet(300 * time.Millisecond)
+
+	time.Sleep(sip.T4/2 + time.Second)
+	tb.pbx.Reply(tb.udp, in, 200, "OK", ok) // both transactions are gone
+	dev.ExpectResponse(wait, 200)
+	// A retransmission now is a new transaction (the PBX answers a merged
+	// request itself, RFC 3261 §8.2.2.2).
+	dev.Send(tb.udp, inv)
+	tb.pbx.ExpectRequest(wait, sip.INVITE)
+}

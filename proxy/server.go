@@ -630,13 +630,16 @@ func (s *Server) onRequest(req *sip.Request, tx *sip.ServerTx) {
 			r.Respond(500, "Server Internal Error")
 		}
 		tx.TerminateGracefully()
-		if !req.IsInvite() && !sip.IsReliable(r.Transport) {
+		if !sip.IsReliable(r.Transport) && (!req.IsInvite() || !r.failed.Load()) {
 			// sipgo keeps a completed non-INVITE server transaction over
-			// UDP for Timer J, 64*T1 = 32 s, holding the request and its
-			// answer: at 1,500 REGISTER/s that was 800 MB. It goes after
-			// T4 (5 s) instead, as Kamailio's tm does (wt_timer): a
-			// retransmission later than that, after 5 s of losses, is
-			// relayed again and answered by the next hop's own state.
+			// UDP for Timer J, and an INVITE one that sent a 2xx for
+			// Timer L (RFC 6026), both 64*T1 = 32 s, holding the request
+			// and its answers: at 1,500 REGISTER/s that was 800 MB. They
+			// go after T4 (5 s) instead, as in Kamailio's tm (wt_timer):
+			// a request retransmitted later than that, after 5 s of
+			// losses, is relayed again and answered by the next hop's
+			// own state (an INVITE stops being retransmitted at our 100
+			// Trying). An INVITE that failed waits for its ACK as before.
 			time.AfterFunc(sip.T4, tx.Terminate)
 		}
 	}
