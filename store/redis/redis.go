@@ -162,16 +162,13 @@ func (s *Store) PutBinding(ctx context.Context, b store.Binding, max int) (repla
 		if b.Token != "" && b.Live(now) {
 			link = "1"
 		}
-		ev := s.event(store.EventBindingPut, b.AOR, b.Instance)
-		put, err := json.Marshal(ev)
+		put, err := json.Marshal(s.event(store.EventBindingPut, b.AOR, b.Instance))
 		if err != nil {
 			return false, fail("put binding", err)
 		}
-		ev.NoMessages = true
-		putNone, err := json.Marshal(ev)
-		if err != nil {
-			return false, fail("put binding", err)
-		}
+		// The same event with no_messages (omitted above, being false)
+		// added before the closing brace: one encoding per registration.
+		putNone := string(put[:len(put)-1]) + `,"no_messages":true}`
 		head, tail, err := s.deletedEventParts(b.AOR)
 		if err != nil {
 			return false, fail("put binding", err)
@@ -474,11 +471,6 @@ const listBatch = 256
 // batchBindings reads the live bindings of each AOR, in one pipeline.
 func (s *Store) batchBindings(ctx context.Context, aors []string, now time.Time) ([][]store.Binding, error) {
 	out := make([][]store.Binding, len(aors))
-	if len(aors) == 1 {
-		bs, err := s.aorBindings(ctx, aors[0], now)
-		out[0] = bs
-		return out, err
-	}
 	run := func() []*goredis.Cmd {
 		cmds := make([]*goredis.Cmd, len(aors))
 		// Errors are read per command below.
