@@ -145,28 +145,14 @@ func runForwardBench(b *testing.B, window int, fullCall bool, tap *Tap) {
 		tap.Start()
 		b.Cleanup(func() { _ = tap.Stop(context.Background()) })
 	}
-	srv, err := New(Config{
+	b.Cleanup(uas.close) // after the proxy's stop (cleanups run last first)
+	srv := startServer(b, Config{
 		Tap:             tap,
 		NodeID:          "bench",
 		Listen:          []Listen{{Network: "udp", Addr: "127.0.0.1:0"}},
 		TrustedSources:  []netip.Prefix{netip.MustParsePrefix("127.0.0.2/32")},
 		Upstream:        "sip:" + uas.addr.String() + ";transport=udp",
 		UpstreamDomains: []string{"pbx.test"},
-	})
-	if err != nil {
-		b.Fatal(err)
-	}
-	srv.Use(NewSanity(srv))
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	if err := srv.Start(ctx); err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(func() {
-		uas.close()
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		_ = srv.Stop(ctx)
 	})
 	proxyAddr := netip.MustParseAddrPort(srv.Addr("udp"))
 

@@ -38,30 +38,38 @@ func newTestBed(t *testing.T) *testBed {
 	t.Helper()
 	tb := &testBed{}
 	tb.pbx = proxytest.NewUDP(t, "127.0.0.2")
-	srv, err := New(Config{
+	srv := startServer(t, Config{
 		NodeID:          "n1",
 		Listen:          []Listen{{Network: "udp", Addr: "127.0.0.1:0"}, {Network: "tcp", Addr: "127.0.0.1:0"}},
 		TrustedSources:  []netip.Prefix{netip.MustParsePrefix("127.0.0.2/32")},
 		Upstream:        "sip:" + tb.pbx.Addr(),
 		UpstreamDomains: []string{"pbx.test"},
 		Logger:          testLogger(t),
-	})
+	}, resolver{tb})
+	tb.srv, tb.udp, tb.tcp = srv, srv.Addr("udp"), srv.Addr("tcp")
+	return tb
+}
+
+// startServer starts a proxy with cfg and the Sanity module, then mods,
+// and stops it when the test ends.
+func startServer(t testing.TB, cfg Config, mods ...Module) *Server {
+	t.Helper()
+	srv, err := New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv.Use(NewSanity(srv), resolver{tb})
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	srv.Use(append([]Module{NewSanity(srv)}, mods...)...)
+	ctx, cancel := context.WithTimeout(context.Background(), wait)
 	defer cancel()
 	if err := srv.Start(ctx); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		ctx, cancel := context.WithTimeout(context.Background(), wait)
 		defer cancel()
 		_ = srv.Stop(ctx)
 	})
-	tb.srv, tb.udp, tb.tcp = srv, srv.Addr("udp"), srv.Addr("tcp")
-	return tb
+	return srv
 }
 
 // testLogger logs to a buffer printed when the test fails. (zaptest's
@@ -500,23 +508,13 @@ func TestCRLFKeepAlive(t *testing.T) {
 // UDP (the listener keeps serving) and closes its TCP connection.
 func TestMaxMessageBytes(t *testing.T) {
 	pbx := proxytest.NewUDP(t, "127.0.0.2")
-	srv, err := New(Config{
+	srv := startServer(t, Config{
 		Listen:          []Listen{{Network: "udp", Addr: "127.0.0.1:0"}, {Network: "tcp", Addr: "127.0.0.1:0"}},
 		Upstream:        "sip:" + pbx.Addr(),
 		UpstreamDomains: []string{"pbx.test"},
 		MaxMessageBytes: 1500,
 		Logger:          testLogger(t),
 	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv.Use(NewSanity(srv))
-	ctx, cancel := context.WithTimeout(context.Background(), wait)
-	defer cancel()
-	if err := srv.Start(ctx); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = srv.Stop(context.Background()) })
 
 	dev := proxytest.NewUDP(t, "")
 	big := invite(dev, "sip:1002@pbx.test", "big2", "Content-Type: text/plain") + strings.Repeat("x", 2000)
@@ -549,7 +547,7 @@ func TestMaxMessageBytes(t *testing.T) {
 func TestUpstreamProbe(t *testing.T) {
 	pbx := proxytest.NewUDP(t, "127.0.0.2")
 	reg := prometheus.NewRegistry()
-	srv, err := New(Config{
+	srv := startServer(t, Config{
 		NodeID:        "n1",
 		Listen:        []Listen{{Network: "udp", Addr: "127.0.0.1:0"}},
 		Upstream:      "sip:" + pbx.Addr(),
@@ -557,15 +555,6 @@ func TestUpstreamProbe(t *testing.T) {
 		Logger:        testLogger(t),
 		Registerer:    reg,
 	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	if err := srv.Start(ctx); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = srv.Stop(context.Background()) })
 	up := func() float64 {
 		mfs, err := reg.Gather()
 		if err != nil {

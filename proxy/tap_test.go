@@ -103,7 +103,12 @@ func one(t *testing.T, pkts []Packet, dir Direction, transport, prefix string) P
 func startTapped(t *testing.T, tap *Tap, upstream string) *Server {
 	t.Helper()
 	tap.Start()
-	srv, err := New(Config{
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), wait)
+		defer cancel()
+		_ = tap.Stop(ctx) // after the proxy's stop (cleanups run last first)
+	})
+	return startServer(t, Config{
 		NodeID: "n1",
 		Listen: []Listen{{Network: "udp", Addr: "127.0.0.1:0"}, {Network: "tcp", Addr: "127.0.0.1:0"},
 			{Network: "tls", Addr: "127.0.0.1:0"}},
@@ -114,22 +119,6 @@ func startTapped(t *testing.T, tap *Tap, upstream string) *Server {
 		Logger:          testLogger(t),
 		Tap:             tap,
 	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv.Use(NewSanity(srv))
-	ctx, cancel := context.WithTimeout(context.Background(), wait)
-	defer cancel()
-	if err := srv.Start(ctx); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), wait)
-		defer cancel()
-		_ = srv.Stop(ctx)
-		_ = tap.Stop(ctx)
-	})
-	return srv
 }
 
 func testTLSConfig(t *testing.T) *tls.Config {
