@@ -132,14 +132,17 @@ func (r *Registrar) work(ctx context.Context, reg store.Registration) {
 		r.end(ctx, reg, reason)
 		return
 	}
+	refreshed := false
 	if reg.OnBehalf && reg.State != store.RegNeedsLogin && !reg.RefreshAt.IsZero() && !now.Before(reg.RefreshAt) {
-		r.refresh(ctx, &reg, bs)
+		refreshed = r.refresh(ctx, &reg, bs)
 	}
 	if r.cfg.RefreshPush {
 		r.refreshPush(&reg, bs, time.Now())
 	}
 	reg.Due = r.nextDue(reg)
-	r.save(ctx, reg)
+	if gone := r.save(ctx, reg); gone && refreshed {
+		r.withdraw(ctx, reg)
+	}
 }
 
 // devicesOf returns the live bindings a record serves: its device, or
@@ -198,19 +201,7 @@ func (r *Registrar) ended(reg *store.Registration, bs []store.Binding, now time.
 func (r *Registrar) end(ctx context.Context, reg store.Registration, reason string) {
 	log := r.log.With(proxy.AOR(reg.AOR), zap.String("reason", reason))
 	if reg.OnBehalf {
-		cctx, cancel := context.WithTimeout(ctx, 2*sendTimeout)
-		res, err := r.sendRegister(cctx, &reg, 0)
-		cancel()
-		switch {
-		case err != nil:
-			log.Warn("upstream de-registration failed", zap.Error(err))
-			r.metrics.refresh(refreshTimeout)
-		case !res.IsSuccess():
-			log.Warn("upstream de-registration refused", proxy.Status(int(res.StatusCode)))
-			r.metrics.refresh(refreshRejected)
-		default:
-			r.metrics.refresh(refreshDeregistered)
-		}
+		r.deregister(ctx, &reg, log)
 	}
 	if reason == "inactivity" {
 		var err error
@@ -232,6 +223,62 @@ func (r *Registrar) end(ctx context.Context, reg store.Registration, reason stri
 	log.Info("upstream registration ended", zap.Bool("on_behalf", reg.OnBehalf))
 }
 
+// deregister removes the record's contact at the PBX with sipwake's own
+// REGISTER (expires 0) and counts the outcome; it reports whether the PBX
+// accepted it.
+func (r *Registrar) deregister(ctx context.Context, reg *store.Registration, log *zap.Logger) bool {
+	cctx, cancel := context.WithTimeout(ctx, 2*sendTimeout)
+	res, err := r.sendRegister(cctx, reg, 0)
+	cancel()
+	switch {
+	case err != nil:
+		log.Warn("upstream de-registration failed", zap.Error(err))
+		r.metrics.refresh(refreshTimeout)
+	case !res.IsSuccess():
+		log.Warn("upstream de-registration refused", proxy.Status(int(res.StatusCode)))
+		r.metrics.refresh(refreshRejected)
+	default:
+		r.metrics.refresh(refreshDeregistered)
+		return true
+	}
+	return false
+}
+
+// withdraw undoes a refresh that crossed the end of its record: the
+// device de-registered (or its record was ended) while sipwake's REGISTER
+// was on its way, and a PBX that handled the device's removal first holds
+// the contact again, for a whole refresh grant. Unless a device is back
+// for the record, the contact is removed with sipwake's own de-REGISTER.
+// A device that registers again while that de-REGISTER is on its way may
+// lose its contact at the PBX: an on-behalf record found afterwards is
+// refreshed at once to put it back.
+func (r *Registrar) withdraw(ctx context.Context, reg store.Registration) {
+	log := r.log.With(proxy.AOR(reg.AOR), zap.String("reason", "removed_during_refresh"))
+	if bs, err := r.devicesOf(ctx, reg); err != nil || len(bs) > 0 {
+		// The store fails (the record's end already de-registered it or
+		// will), or a device is back and its own REGISTER decides.
+		return
+	}
+	if !r.deregister(ctx, &reg, log) {
+		return
+	}
+	log.Info("upstream registration ended", zap.Bool("on_behalf", true))
+	cur, err := r.store.Registration(ctx, reg.Token)
+	if err != nil {
+		return // still gone: the usual case
+	}
+	if !cur.OnBehalf {
+		log.Warn("upstream registration missing until the device registers again")
+		return
+	}
+	cur.CSeq = max(cur.CSeq, reg.CSeq)
+	cur.RefreshAt = time.Now()
+	cur.Due = cur.RefreshAt
+	if _, err := r.store.PutRegistration(ctx, cur, true); err != nil && !errors.Is(err, store.ErrConflict) {
+		log.Warn("registration not saved", zap.Error(err))
+	}
+}
+
 // wipeAccount deletes an AOR's stored credentials.
 func (r *Registrar) wipeAccount(ctx context.Context, aor, reason string) {
 	err := r.store.DeleteAccount(ctx, aor)
@@ -243,8 +290,10 @@ func (r *Registrar) wipeAccount(ctx context.Context, aor, reason string) {
 	}
 }
 
-// refresh sends the on-behalf REGISTER and records the outcome.
-func (r *Registrar) refresh(ctx context.Context, reg *store.Registration, bs []store.Binding) {
+// refresh sends the on-behalf REGISTER and records the outcome; it
+// reports whether the PBX may now hold the contact (it granted it, or the
+// answer never came).
+func (r *Registrar) refresh(ctx context.Context, reg *store.Registration, bs []store.Binding) bool {
 	log := r.log.WithLazy(proxy.AOR(reg.AOR))
 	ask := reg.DeviceExpires.Sub(time.Now()).Truncate(time.Second)
 	if ask > askExpires {
@@ -267,13 +316,14 @@ func (r *Registrar) refresh(ctx context.Context, reg *store.Registration, bs []s
 		if prev != store.RegBackingOff {
 			log.Warn("upstream registration backing off", zap.Error(err), zap.Time("retry_at", reg.RefreshAt))
 		}
+		return true
 	case res.IsSuccess():
 		granted := r.grantedFor(res, reg.Token, ask)
 		if granted <= 0 {
 			r.metrics.refresh(refreshRejected)
 			r.backOff(reg, 0, now)
 			log.Warn("upstream registration not kept by the pbx", proxy.Status(int(res.StatusCode)))
-			return
+			return false
 		}
 		r.metrics.refresh(refreshOK)
 		reg.Expires, reg.Granted = now.Add(granted), granted
@@ -282,6 +332,7 @@ func (r *Registrar) refresh(ctx context.Context, reg *store.Registration, bs []s
 		if prev != store.RegActive {
 			log.Info("upstream registration active", zap.Float64("expires", granted.Seconds()))
 		}
+		return true
 	case res.StatusCode == 401 || res.StatusCode == 403 || res.StatusCode == 407:
 		r.authFailed(ctx, reg, bs, log, errors.New("registrar: pbx answered "+strconv.Itoa(int(res.StatusCode))))
 	default:
@@ -291,6 +342,7 @@ func (r *Registrar) refresh(ctx context.Context, reg *store.Registration, bs []s
 			log.Warn("upstream registration backing off", proxy.Status(int(res.StatusCode)), zap.Time("retry_at", reg.RefreshAt))
 		}
 	}
+	return false
 }
 
 // backOff schedules the next try after a transient failure: exponential
@@ -480,19 +532,20 @@ func (r *Registrar) nextDue(reg store.Registration) time.Time {
 
 // save writes a worked record back. When the device registered meanwhile
 // (a conflict), the fresher record wins; only the CSeq sipwake used is
-// carried over, so that the PBX never sees it go backwards.
-func (r *Registrar) save(ctx context.Context, reg store.Registration) {
+// carried over, so that the PBX never sees it go backwards. gone reports
+// a record deleted meanwhile (the device left, or its record ended).
+func (r *Registrar) save(ctx context.Context, reg store.Registration) (gone bool) {
 	for range 3 {
 		_, err := r.store.PutRegistration(ctx, reg, true)
 		if err == nil || !errors.Is(err, store.ErrConflict) {
 			if err != nil {
 				r.log.Warn("registration not saved", proxy.AOR(reg.AOR), zap.Error(err))
 			}
-			return
+			return false
 		}
 		cur, err := r.store.Registration(ctx, reg.Token)
 		if err != nil {
-			return // deleted meanwhile
+			return errors.Is(err, store.ErrNotFound) // deleted meanwhile
 		}
 		if cur.CSeq < reg.CSeq {
 			cur.CSeq = reg.CSeq
@@ -505,6 +558,7 @@ func (r *Registrar) save(ctx context.Context, reg store.Registration) {
 		}
 		reg = cur
 	}
+	return false
 }
 
 // refreshInterval is when to refresh a registration the PBX granted for

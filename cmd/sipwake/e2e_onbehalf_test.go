@@ -794,25 +794,40 @@ func pbxStat(t testing.TB, kam *testpeers.Kamailio, name string) int {
 
 // fakeRegistrar is a PBX registrar sipwake's REGISTERs reach, whose
 // answers a test switches: up (200, granting expires), busy (503 with
-// Retry-After), restarting (503 without) or down (silent). It records every REGISTER once (not its
-// retransmissions).
+// Retry-After), restarting (503 without), down (silent) or hold_own
+// (silent to sipwake's own REGISTERs that add a contact, up to the
+// others). It records every REGISTER once (not its retransmissions), and
+// which contacts it holds after the REGISTERs it accepted, in the order
+// it accepted them.
 type fakeRegistrar struct {
 	ua      *proxytest.UA
 	expires int
 	mu      sync.Mutex
-	mode    string // up, busy, down
+	mode    string // up, busy, restarting, down, hold_own
 	seen    map[string]bool
 	log     []fakeReg
+	holds   map[string]bool // contact user part -> held
+	adds    map[string]int  // contact user part -> REGISTERs accepted that added or renewed it
 }
 
 type fakeReg struct {
-	at     time.Time
-	callID string
-	mode   string
+	at      time.Time
+	callID  string
+	mode    string
+	expires int // as asked: the Contact's expires, else the Expires header
+}
+
+// holding reports whether the fake PBX holds a contact whose user part is
+// user, and how many REGISTERs (retransmissions included) it accepted
+// that added or renewed it.
+func (f *fakeRegistrar) holding(user string) (bool, int) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.holds[user], f.adds[user]
 }
 
 func startFakeRegistrar(t *testing.T, expires int) *fakeRegistrar {
-	f := &fakeRegistrar{ua: proxytest.NewUDP(t, pbxIP), expires: expires, mode: "up", seen: map[string]bool{}}
+	f := &fakeRegistrar{ua: proxytest.NewUDP(t, pbxIP), expires: expires, mode: "up", seen: map[string]bool{}, holds: map[string]bool{}, adds: map[string]int{}}
 	done := make(chan struct{})
 	t.Cleanup(func() { close(done) })
 	go func() {
@@ -833,16 +848,44 @@ func startFakeRegistrar(t *testing.T, expires int) *fakeRegistrar {
 			via := req.Via()
 			branch, _ := via.Params.Get("branch")
 			src := via.Host + ":" + strconv.Itoa(via.Port)
+			c := req.Contact()
+			asked := -1
+			if c != nil {
+				if v, ok := c.Params.Get("expires"); ok {
+					asked, _ = strconv.Atoi(v)
+				}
+			}
+			if h := req.GetHeader("Expires"); h != nil && asked < 0 {
+				asked, _ = strconv.Atoi(h.Value())
+			}
+			own := strings.HasPrefix(req.CallID().Value(), "sw-")
 			f.mu.Lock()
 			mode := f.mode
+			if mode == "hold_own" {
+				mode = "up"
+				if own && asked != 0 {
+					mode = "down"
+				}
+			}
 			if !f.seen[branch] {
 				f.seen[branch] = true
-				f.log = append(f.log, fakeReg{at: time.Now(), callID: req.CallID().Value(), mode: mode})
+				f.log = append(f.log, fakeReg{at: time.Now(), callID: req.CallID().Value(), mode: f.mode, expires: asked})
+			}
+			if mode == "up" && c != nil {
+				if asked == 0 {
+					delete(f.holds, c.Address.User)
+				} else {
+					f.holds[c.Address.User] = true
+					f.adds[c.Address.User]++
+				}
 			}
 			f.mu.Unlock()
 			switch mode {
 			case "up":
-				c := req.Contact()
+				if asked == 0 {
+					f.ua.Reply(src, req, 200, "OK")
+					continue
+				}
 				f.ua.Reply(src, req, 200, "OK", "Contact: <"+c.Address.String()+">;expires="+strconv.Itoa(f.expires))
 			case "busy":
 				f.ua.Reply(src, req, 503, "Service Unavailable", "Retry-After: 7")
@@ -989,6 +1032,87 @@ func TestE2EOnBehalfPBXTrouble(t *testing.T) {
 	}
 	if peak > len(firstBack)/3 || hi.Sub(lo) < 3*time.Second {
 		t.Errorf("refreshes after the PBX came back are not spread: %d of %d in one second, over %s", peak, len(firstBack), hi.Sub(lo))
+	}
+}
+
+// TestE2EOnBehalfDeregisterDuringRefresh: a device de-registers while
+// sipwake's own refresh of its contact is on its way to the PBX, and the
+// PBX handles the device's removal first. The late refresh puts the
+// contact back at the PBX; sipwake takes it away again at once, instead
+// of leaving the PBX to call a device that logged out for a whole grant.
+func TestE2EOnBehalfDeregisterDuringRefresh(t *testing.T) {
+	pbx := startFakeRegistrar(t, 12)
+	cfg := e2eConfig(t, nil, t.TempDir())
+	cfg.Log.Level = "info"
+	cfg.Upstream.URI = "sip:" + pbx.ua.Addr() + ";transport=udp"
+	cfg.Upstream.Domains = []string{"pbx.test"}
+	cfg.Registrar.Mode = "on_behalf"
+	cfg.Registrar.OnBehalf.Auth = registrar.AuthTrusted
+	sw := startDaemon(t, cfg)
+	e := &wakeEnv{sw: sw}
+	ua := proxytest.NewUDP(t, "127.0.0.1")
+	const user = "3100"
+	params := ";pn-provider=fcm;pn-prid=leaving-token-" + user + "-abcdefghijklmnop;pn-param=" + fcmProject + "|"
+	cseq := 0
+	if res := rawRegisterFor(t, ua, sw.UDP, user, "", params, "", deviceAsk, &cseq); res.StatusCode != 200 {
+		t.Fatalf("register: %d", res.StatusCode)
+	}
+	reg, ok := e.registration(t, user)
+	if !ok || !reg.OnBehalf {
+		t.Fatalf("no on-behalf record after the REGISTER: %+v", reg)
+	}
+	// The next refresh of sipwake's own (due within 9 s of a 12 s grant)
+	// gets no answer for now.
+	pbx.set("hold_own")
+	held := time.Now()
+	deadline := held.Add(15 * time.Second)
+	for {
+		n := 0
+		for _, r := range pbx.since(held) {
+			if r.expires > 0 {
+				n++
+			}
+		}
+		if n > 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("no refresh from sipwake within 15 s")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	// The device leaves; the PBX removes the contact and answers.
+	if res := rawRegisterFor(t, ua, sw.UDP, user, "", params, "", 0, &cseq); res.StatusCode != 200 {
+		t.Fatalf("de-register: %d", res.StatusCode)
+	}
+	holds, before := pbx.holding(reg.Token)
+	if holds {
+		t.Fatal("the PBX still holds the contact after the device's de-REGISTER")
+	}
+	// Now the refresh's retransmission gets through and puts the contact
+	// back; sipwake must take it away again.
+	pbx.set("up")
+	deadline = time.Now().Add(20 * time.Second)
+	for {
+		holds, adds := pbx.holding(reg.Token)
+		if adds > before && !holds {
+			break
+		}
+		if time.Now().After(deadline) {
+			if adds == before {
+				t.Fatal("the held refresh never reached the PBX")
+			}
+			t.Fatal("the PBX still holds the contact of a de-registered device 20 s after a crossing refresh")
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if _, ok := e.registration(t, user); ok {
+		t.Error("the record of the de-registered device came back")
+	}
+	// And it stays that way: nothing refreshes the contact again.
+	time.Sleep(3 * time.Second)
+	if holds, _ := pbx.holding(reg.Token); holds {
+		t.Error("the contact came back at the PBX after sipwake withdrew it")
 	}
 }
 
