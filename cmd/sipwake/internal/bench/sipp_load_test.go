@@ -1258,7 +1258,14 @@ func startProc(t *testing.T, name, logPath string, env []string, bin string, arg
 	cmd := exec.Command(bin, args...)
 	cmd.Stdout, cmd.Stderr, cmd.Stdin = out, out, nil
 	cmd.Env = env
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+	// Ended by the kernel if the bench dies first: Kamailio with SIGTERM,
+	// on which its main process stops the workers it forked (SIGKILL
+	// would leave them running), the others outright.
+	sig := syscall.SIGKILL
+	if name == "kamailio" {
+		sig = syscall.SIGTERM
+	}
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: sig}
 	if err := cmd.Start(); err != nil {
 		out.Close()
 		t.Fatalf("start %s: %v", name, err)

@@ -5,6 +5,6 @@ package testpeers
 import "syscall"
 
 // sysProcAttr puts a peer in its own process group (Stop signals the group).
-func sysProcAttr() *syscall.SysProcAttr {
+func sysProcAttr(string) *syscall.SysProcAttr {
 	return &syscall.SysProcAttr{Setpgid: true}
 }

@@ -259,7 +259,7 @@ func startProcess(name, dir, logPath, errPath string, env []string, bin string, 
 	if env != nil {
 		cmd.Env = append(os.Environ(), env...)
 	}
-	cmd.SysProcAttr = sysProcAttr()
+	cmd.SysProcAttr = sysProcAttr(name)
 	if err := cmd.Start(); err != nil {
 		out.Close()
 		if errOut != out {
