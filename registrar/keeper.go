@@ -250,32 +250,40 @@ func (r *Registrar) deregister(ctx context.Context, reg *store.Registration, log
 // the contact again, for a whole refresh grant. Unless a device is back
 // for the record, the contact is removed with sipwake's own de-REGISTER.
 // A device that registers again while that de-REGISTER is on its way may
-// lose its contact at the PBX: an on-behalf record found afterwards is
-// refreshed at once to put it back.
+// lose its contact at the PBX (its REGISTER handled first): when its
+// binding is found afterwards, the contact is registered again at once.
+// Left open: a device whose binding is written only after that last look
+// (a few milliseconds) waits for its next refresh.
 func (r *Registrar) withdraw(ctx context.Context, reg store.Registration) {
 	log := r.log.With(proxy.AOR(reg.AOR), zap.String("reason", "removed_during_refresh"))
 	if bs, err := r.devicesOf(ctx, reg); err != nil || len(bs) > 0 {
-		// The store fails (the record's end already de-registered it or
-		// will), or a device is back and its own REGISTER decides.
+		// A device is back and its own REGISTER decides; or the store
+		// fails and nothing can be told: the contact expires with the
+		// grant.
 		return
 	}
-	if !r.deregister(ctx, &reg, log) {
+	r.deregister(ctx, &reg, log)
+	bs, err := r.devicesOf(ctx, reg)
+	if err != nil || len(bs) == 0 {
+		log.Info("upstream registration ended", zap.Bool("on_behalf", true))
 		return
 	}
-	log.Info("upstream registration ended", zap.Bool("on_behalf", true))
-	cur, err := r.store.Registration(ctx, reg.Token)
-	if err != nil {
-		return // still gone: the usual case
+	var last time.Time
+	for _, b := range bs {
+		last = maxTime(last, b.Expires)
 	}
-	if !cur.OnBehalf {
-		log.Warn("upstream registration missing until the device registers again")
-		return
-	}
-	cur.CSeq = max(cur.CSeq, reg.CSeq)
-	cur.RefreshAt = time.Now()
-	cur.Due = cur.RefreshAt
-	if _, err := r.store.PutRegistration(ctx, cur, true); err != nil && !errors.Is(err, store.ErrConflict) {
-		log.Warn("registration not saved", zap.Error(err))
+	ask := min(askExpires, max(r.cfg.MinExpires, time.Until(last).Truncate(time.Second)))
+	cctx, cancel := context.WithTimeout(ctx, 2*sendTimeout)
+	res, err := r.sendRegister(cctx, &reg, ask)
+	cancel()
+	switch {
+	case err != nil:
+		log.Warn("upstream registration missing until the device registers again", zap.Error(err))
+	case !res.IsSuccess():
+		log.Warn("upstream registration missing until the device registers again", proxy.Status(int(res.StatusCode)))
+	default:
+		r.metrics.refresh(refreshOK)
+		log.Info("upstream registration resumed")
 	}
 }
 
@@ -323,7 +331,7 @@ func (r *Registrar) refresh(ctx context.Context, reg *store.Registration, bs []s
 			r.metrics.refresh(refreshRejected)
 			r.backOff(reg, 0, now)
 			log.Warn("upstream registration not kept by the pbx", proxy.Status(int(res.StatusCode)))
-			return false
+			return true // it may hold the contact under another form
 		}
 		r.metrics.refresh(refreshOK)
 		reg.Expires, reg.Granted = now.Add(granted), granted

@@ -794,16 +794,17 @@ func pbxStat(t testing.TB, kam *testpeers.Kamailio, name string) int {
 
 // fakeRegistrar is a PBX registrar sipwake's REGISTERs reach, whose
 // answers a test switches: up (200, granting expires), busy (503 with
-// Retry-After), restarting (503 without), down (silent) or hold_own
+// Retry-After), restarting (503 without), down (silent), hold_own
 // (silent to sipwake's own REGISTERs that add a contact, up to the
-// others). It records every REGISTER once (not its retransmissions), and
+// others) or hold_own_removal (silent to sipwake's own de-REGISTERs, up
+// to the others). It records every REGISTER once (not its retransmissions), and
 // which contacts it holds after the REGISTERs it accepted, in the order
 // it accepted them.
 type fakeRegistrar struct {
 	ua      *proxytest.UA
 	expires int
 	mu      sync.Mutex
-	mode    string // up, busy, restarting, down, hold_own
+	mode    string // up, busy, restarting, down, hold_own, hold_own_removal
 	seen    map[string]bool
 	log     []fakeReg
 	holds   map[string]bool // contact user part -> held
@@ -861,10 +862,12 @@ func startFakeRegistrar(t *testing.T, expires int) *fakeRegistrar {
 			own := strings.HasPrefix(req.CallID().Value(), "sw-")
 			f.mu.Lock()
 			mode := f.mode
-			if mode == "hold_own" {
-				mode = "up"
-				if own && asked != 0 {
+			switch mode {
+			case "hold_own", "hold_own_removal":
+				if own && (asked == 0) == (mode == "hold_own_removal") {
 					mode = "down"
+				} else {
+					mode = "up"
 				}
 			}
 			if !f.seen[branch] {
@@ -1041,6 +1044,108 @@ func TestE2EOnBehalfPBXTrouble(t *testing.T) {
 // contact back at the PBX; sipwake takes it away again at once, instead
 // of leaving the PBX to call a device that logged out for a whole grant.
 func TestE2EOnBehalfDeregisterDuringRefresh(t *testing.T) {
+	c := startCrossing(t, "3100")
+	// The refresh's retransmission gets through and puts the contact
+	// back; sipwake must take it away again.
+	_, before := c.pbx.holding(c.token)
+	c.pbx.set("up")
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		holds, adds := c.pbx.holding(c.token)
+		if adds > before && !holds {
+			break
+		}
+		if time.Now().After(deadline) {
+			if adds == before {
+				t.Fatal("the held refresh never reached the PBX")
+			}
+			t.Fatal("the PBX still holds the contact of a de-registered device 20 s after a crossing refresh")
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if _, ok := c.e.registration(t, c.user); ok {
+		t.Error("the record of the de-registered device came back")
+	}
+	// And it stays that way: nothing refreshes the contact again.
+	time.Sleep(3 * time.Second)
+	if holds, _ := c.pbx.holding(c.token); holds {
+		t.Error("the contact came back at the PBX after sipwake withdrew it")
+	}
+}
+
+// TestE2EOnBehalfReregisterDuringWithdraw: the device of the test above
+// registers again while sipwake's de-REGISTER that withdraws the crossing
+// refresh is on its way, and the PBX handles the device's REGISTER
+// first, so the de-REGISTER removes the contact the device just
+// registered. sipwake registers it again at once.
+func TestE2EOnBehalfReregisterDuringWithdraw(t *testing.T) {
+	c := startCrossing(t, "3101")
+	// The refresh gets through; sipwake's de-REGISTER that follows does
+	// not, for now.
+	c.pbx.set("hold_own_removal")
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		if n := c.ownRemovals(); n > 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("sipwake sent no de-REGISTER after the crossing refresh")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	// The device is back, and the PBX holds its contact.
+	if res := rawRegisterFor(t, c.ua, c.e.sw.UDP, c.user, "", c.params, "", deviceAsk, &c.cseq); res.StatusCode != 200 {
+		t.Fatalf("register again: %d", res.StatusCode)
+	}
+	if holds, _ := c.pbx.holding(c.token); !holds {
+		t.Fatal("the PBX does not hold the contact after the device registered again")
+	}
+	// Now the held de-REGISTER's retransmission removes it, and sipwake
+	// registers the contact again at once, still under the Call-ID of the
+	// withdrawn record (the device's new record has a Call-ID of its own
+	// and refreshes later).
+	released := time.Now()
+	c.pbx.set("up")
+	deadline = released.Add(10 * time.Second)
+	for {
+		again := false
+		for _, r := range c.pbx.since(released) {
+			if r.callID == c.callID && r.expires > 0 {
+				again = true
+			}
+		}
+		holds, _ := c.pbx.holding(c.token)
+		if again && holds {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("sipwake did not register the contact again within 10 s of its late de-REGISTER (PBX holds it: %v)", holds)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if _, ok := c.e.registration(t, c.user); !ok {
+		t.Error("no record for the device that registered again")
+	}
+}
+
+// crossing is a device registered on behalf through sipwake at a fake
+// PBX, that de-registered while sipwake's refresh of its contact was held
+// at the PBX (still held when startCrossing returns, the PBX in mode
+// hold_own).
+type crossing struct {
+	e      *wakeEnv
+	pbx    *fakeRegistrar
+	ua     *proxytest.UA
+	user   string
+	params string
+	token  string // the contact's user part at the PBX
+	callID string // of sipwake's REGISTERs for the record that ended
+	cseq   int
+	t0     time.Time
+}
+
+func startCrossing(t *testing.T, user string) *crossing {
+	t.Helper()
 	pbx := startFakeRegistrar(t, 12)
 	cfg := e2eConfig(t, nil, t.TempDir())
 	cfg.Log.Level = "info"
@@ -1049,26 +1154,24 @@ func TestE2EOnBehalfDeregisterDuringRefresh(t *testing.T) {
 	cfg.Registrar.Mode = "on_behalf"
 	cfg.Registrar.OnBehalf.Auth = registrar.AuthTrusted
 	sw := startDaemon(t, cfg)
-	e := &wakeEnv{sw: sw}
-	ua := proxytest.NewUDP(t, "127.0.0.1")
-	const user = "3100"
-	params := ";pn-provider=fcm;pn-prid=leaving-token-" + user + "-abcdefghijklmnop;pn-param=" + fcmProject + "|"
-	cseq := 0
-	if res := rawRegisterFor(t, ua, sw.UDP, user, "", params, "", deviceAsk, &cseq); res.StatusCode != 200 {
+	c := &crossing{e: &wakeEnv{sw: sw}, pbx: pbx, ua: proxytest.NewUDP(t, "127.0.0.1"), user: user,
+		params: ";pn-provider=fcm;pn-prid=leaving-token-" + user + "-abcdefghijklmnop;pn-param=" + fcmProject + "|"}
+	if res := rawRegisterFor(t, c.ua, sw.UDP, user, "", c.params, "", deviceAsk, &c.cseq); res.StatusCode != 200 {
 		t.Fatalf("register: %d", res.StatusCode)
 	}
-	reg, ok := e.registration(t, user)
+	reg, ok := c.e.registration(t, user)
 	if !ok || !reg.OnBehalf {
 		t.Fatalf("no on-behalf record after the REGISTER: %+v", reg)
 	}
+	c.token, c.callID = reg.Token, reg.CallID
 	// The next refresh of sipwake's own (due within 9 s of a 12 s grant)
 	// gets no answer for now.
 	pbx.set("hold_own")
-	held := time.Now()
-	deadline := held.Add(15 * time.Second)
+	c.t0 = time.Now()
+	deadline := c.t0.Add(15 * time.Second)
 	for {
 		n := 0
-		for _, r := range pbx.since(held) {
+		for _, r := range pbx.since(c.t0) {
 			if r.expires > 0 {
 				n++
 			}
@@ -1082,38 +1185,24 @@ func TestE2EOnBehalfDeregisterDuringRefresh(t *testing.T) {
 		time.Sleep(50 * time.Millisecond)
 	}
 	// The device leaves; the PBX removes the contact and answers.
-	if res := rawRegisterFor(t, ua, sw.UDP, user, "", params, "", 0, &cseq); res.StatusCode != 200 {
+	if res := rawRegisterFor(t, c.ua, sw.UDP, user, "", c.params, "", 0, &c.cseq); res.StatusCode != 200 {
 		t.Fatalf("de-register: %d", res.StatusCode)
 	}
-	holds, before := pbx.holding(reg.Token)
-	if holds {
+	if holds, _ := pbx.holding(c.token); holds {
 		t.Fatal("the PBX still holds the contact after the device's de-REGISTER")
 	}
-	// Now the refresh's retransmission gets through and puts the contact
-	// back; sipwake must take it away again.
-	pbx.set("up")
-	deadline = time.Now().Add(20 * time.Second)
-	for {
-		holds, adds := pbx.holding(reg.Token)
-		if adds > before && !holds {
-			break
+	return c
+}
+
+// ownRemovals counts sipwake's own de-REGISTERs since the crossing began.
+func (c *crossing) ownRemovals() int {
+	n := 0
+	for _, r := range c.pbx.since(c.t0) {
+		if r.expires == 0 {
+			n++
 		}
-		if time.Now().After(deadline) {
-			if adds == before {
-				t.Fatal("the held refresh never reached the PBX")
-			}
-			t.Fatal("the PBX still holds the contact of a de-registered device 20 s after a crossing refresh")
-		}
-		time.Sleep(100 * time.Millisecond)
 	}
-	if _, ok := e.registration(t, user); ok {
-		t.Error("the record of the de-registered device came back")
-	}
-	// And it stays that way: nothing refreshes the contact again.
-	time.Sleep(3 * time.Second)
-	if holds, _ := pbx.holding(reg.Token); holds {
-		t.Error("the contact came back at the PBX after sipwake withdrew it")
-	}
+	return n
 }
 
 // allRegistrations lists every record in the daemon's store.
