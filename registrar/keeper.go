@@ -224,9 +224,8 @@ func (r *Registrar) end(ctx context.Context, reg store.Registration, reason stri
 }
 
 // deregister removes the record's contact at the PBX with sipwake's own
-// REGISTER (expires 0) and counts the outcome; it reports whether the PBX
-// accepted it.
-func (r *Registrar) deregister(ctx context.Context, reg *store.Registration, log *zap.Logger) bool {
+// REGISTER (expires 0), and counts and logs the outcome.
+func (r *Registrar) deregister(ctx context.Context, reg *store.Registration, log *zap.Logger) {
 	cctx, cancel := context.WithTimeout(ctx, 2*sendTimeout)
 	res, err := r.sendRegister(cctx, reg, 0)
 	cancel()
@@ -239,9 +238,7 @@ func (r *Registrar) deregister(ctx context.Context, reg *store.Registration, log
 		r.metrics.refresh(refreshRejected)
 	default:
 		r.metrics.refresh(refreshDeregistered)
-		return true
 	}
-	return false
 }
 
 // withdraw undoes a refresh that crossed the end of its record: the
