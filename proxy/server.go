@@ -605,9 +605,14 @@ func (s *Server) onRequest(req *sip.Request, tx *sip.ServerTx) {
 	}
 	s.metrics.request(req.Method, dirIn)
 	if req.IsInvite() {
+		// The chain rewrites an INVITE (Via received and rport, Route,
+		// Request-URI) on its own copy: sipgo reads the transaction's
+		// request on goroutines of its own while the chain runs, to answer
+		// a CANCEL that matched it with 487 (RFC 3261 §9.2). A non-INVITE
+		// transaction's request is not read once the chain has it.
+		r.Msg = req.Clone()
 		// 100 Trying at once (RFC 3261 §16.2): it stops the caller's
-		// retransmissions, and it stops sipgo's own 200 ms Trying timer,
-		// which would read the request while the chain rewrites it.
+		// retransmissions, and sipgo's own 200 ms Trying timer.
 		r.Respond(100, "Trying")
 	}
 	r.Trusted = s.trusted(r.Source)
