@@ -26,10 +26,11 @@ LDFLAGS := -X main.version=$(VERSION) -X main.commit=$(COMMIT)
 
 # Real SIP peers the end-to-end tests start (on 127.0.0.1, random ports):
 # the binaries looked for (on PATH or in /usr/sbin, where Debian puts
-# kamailio), and the Debian packages that provide them.
-PEER_BINS := kamailio kamcmd sipp baresip linphone-daemon redis-server
+# kamailio), and the Debian packages that provide them (xz unpacks the
+# PROTOS test material).
+PEER_BINS := kamailio kamcmd sipp baresip linphone-daemon redis-server xz
 PEER_PKGS := kamailio kamailio-extra-modules kamailio-tls-modules kamailio-utils-modules \
-             sip-tester baresip linphone-cli redis-server openssl netcat-openbsd
+             sip-tester baresip linphone-cli redis-server openssl netcat-openbsd xz-utils
 
 .PHONY: build test peers vet lint fmt bench bench-sipp bench-onbehalf image-check chart-test manifests clean
 
