@@ -159,7 +159,7 @@ func (s *Store) PutMessage(ctx context.Context, m store.StoredMessage) (created 
 	}
 	keys := []string{s.keys.msg(m.ID), s.keys.msgIndex(), s.keys.msgExpiry(), s.keys.msgAOR(m.AOR)}
 	args := make([]any, 0, 9+len(m.Pending)+len(m.Delivered))
-	args = append(args, m.ID, m.AOR, m.Sender, data, ms(m.Received), ms(m.Expires), m.Attempts, nonce, len(m.Pending))
+	args = append(args, m.ID, m.AOR, m.Sender, data, ms(m.Received), msUntil(m.Expires), m.Attempts, nonce, len(m.Pending))
 	for _, p := range m.Pending {
 		args = append(args, p)
 	}

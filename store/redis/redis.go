@@ -95,7 +95,19 @@ func fail(what string, err error) error {
 	return fmt.Errorf("redis store: %s: %w", what, err)
 }
 
+// ms is t in Unix milliseconds, rounded down: for "now" and for schedule
+// entries (documented to the millisecond).
 func ms(t time.Time) int64 { return t.UnixMilli() }
+
+// msUntil is an expiry t in Unix milliseconds, rounded up, so that what
+// lives until t is never taken for expired up to a millisecond early.
+func msUntil(t time.Time) int64 {
+	m := t.UnixMilli()
+	if t.After(time.UnixMilli(m)) {
+		m++
+	}
+	return m
+}
 
 // afterWriteTimeout bounds the steps that follow a committed script (token
 // index, events).
@@ -151,7 +163,7 @@ func (s *Store) PutBinding(ctx context.Context, b store.Binding, max int) (repla
 	now := time.Now()
 	bkey := s.keys.binding(b.AOR, b.Instance)
 	scriptKeys := []string{s.keys.aor(b.AOR), bkey}
-	args := []any{ms(now), ms(b.Expires), max, b.Instance, b.Token, data, b.AOR, s.keys.bindingPrefix(b.AOR)}
+	args := []any{ms(now), msUntil(b.Expires), max, b.Instance, b.Token, data, b.AOR, s.keys.bindingPrefix(b.AOR)}
 	script := putScript
 	if s.oneTrip {
 		script = putOneScript

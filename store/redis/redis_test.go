@@ -470,3 +470,45 @@ func TestPutEventNoMessages(t *testing.T) {
 		t.Errorf("the message was delivered: event %+v, want NoMessages", ev)
 	}
 }
+
+// TestBindingLivesUntilItsExpiry: the store keeps expiries in whole
+// milliseconds; a binding read in the last fraction of a millisecond
+// before its expiry is still there (an expiry rounded down made it vanish
+// up to a millisecond early, in the AOR's listing).
+func TestBindingLivesUntilItsExpiry(t *testing.T) {
+	addr := storetest.StartRedis(t)
+	s, err := redis.Open(t.Context(), redis.Options{Addresses: []string{addr}, NodeID: "n", KeyPrefix: prefixFor(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	const aor = "sip:ola@example.com"
+	checked := 0
+	for i := 0; checked < 20 && i < 500; i++ {
+		// An expiry 0.9 ms into a millisecond, a few milliseconds ahead.
+		ahead := time.Now().Add(5 * time.Millisecond).Truncate(time.Millisecond)
+		b := storetest.Fixture(aor, "d", "tok-edge", 0)
+		b.Expires = ahead.Add(900 * time.Microsecond)
+		if _, err := s.PutBinding(t.Context(), b, 0); err != nil {
+			t.Fatal(err)
+		}
+		// Wait for that millisecond to begin, then list the AOR.
+		for time.Now().Before(ahead) {
+		}
+		bs, err := s.Bindings(t.Context(), aor)
+		if err != nil {
+			t.Fatal(err)
+		}
+		end := time.Now()
+		if !end.Before(b.Expires) {
+			continue // the answer came after the expiry: nothing to tell
+		}
+		checked++
+		if len(bs) != 1 {
+			t.Fatalf("listed before %s, its expiry %s: %d bindings, want 1", end.Format("15:04:05.000000"), b.Expires.Format("15:04:05.000000"), len(bs))
+		}
+	}
+	if checked < 20 {
+		t.Fatalf("only %d listings early enough to tell", checked)
+	}
+}
