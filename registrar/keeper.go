@@ -269,7 +269,7 @@ func (r *Registrar) withdraw(ctx context.Context, reg store.Registration) {
 	for _, b := range bs {
 		last = maxTime(last, b.Expires)
 	}
-	ask := min(askExpires, max(r.cfg.MinExpires, time.Until(last).Truncate(time.Second)))
+	ask := r.askUntil(last)
 	cctx, cancel := context.WithTimeout(ctx, 2*sendTimeout)
 	res, err := r.sendRegister(cctx, &reg, ask)
 	cancel()
@@ -300,13 +300,7 @@ func (r *Registrar) wipeAccount(ctx context.Context, aor, reason string) {
 // answer never came).
 func (r *Registrar) refresh(ctx context.Context, reg *store.Registration, bs []store.Binding) bool {
 	log := r.log.WithLazy(proxy.AOR(reg.AOR))
-	ask := reg.DeviceExpires.Sub(time.Now()).Truncate(time.Second)
-	if ask > askExpires {
-		ask = askExpires
-	}
-	if ask < r.cfg.MinExpires {
-		ask = r.cfg.MinExpires
-	}
+	ask := r.askUntil(reg.DeviceExpires)
 	cctx, cancel := context.WithTimeout(ctx, 2*sendTimeout)
 	res, err := r.sendRegister(cctx, reg, ask)
 	cancel()
@@ -348,6 +342,13 @@ func (r *Registrar) refresh(ctx context.Context, reg *store.Registration, bs []s
 		}
 	}
 	return false
+}
+
+// askUntil is the expiry sipwake asks the PBX for on behalf of devices
+// registered until t: the time left, at most askExpires, at least
+// registrar.min_expires.
+func (r *Registrar) askUntil(t time.Time) time.Duration {
+	return min(askExpires, max(r.cfg.MinExpires, time.Until(t).Truncate(time.Second)))
 }
 
 // backOff schedules the next try after a transient failure: exponential

@@ -900,6 +900,19 @@ func startFakeRegistrar(t *testing.T, expires int) *fakeRegistrar {
 	return f
 }
 
+// startOnBehalfAt starts sipwake in on-behalf mode (trusted by the PBX)
+// in front of the fake PBX pbx.
+func startOnBehalfAt(t *testing.T, pbx *fakeRegistrar) *running {
+	t.Helper()
+	cfg := e2eConfig(t, nil, t.TempDir())
+	cfg.Log.Level = "info"
+	cfg.Upstream.URI = "sip:" + pbx.ua.Addr() + ";transport=udp"
+	cfg.Upstream.Domains = []string{"pbx.test"}
+	cfg.Registrar.Mode = "on_behalf"
+	cfg.Registrar.OnBehalf.Auth = registrar.AuthTrusted
+	return startDaemon(t, cfg)
+}
+
 func (f *fakeRegistrar) set(mode string) {
 	f.mu.Lock()
 	f.mode = mode
@@ -926,13 +939,7 @@ func (f *fakeRegistrar) since(t0 time.Time) []fakeReg {
 func TestE2EOnBehalfPBXTrouble(t *testing.T) {
 	const devices = 30
 	pbx := startFakeRegistrar(t, 12)
-	cfg := e2eConfig(t, nil, t.TempDir())
-	cfg.Log.Level = "info"
-	cfg.Upstream.URI = "sip:" + pbx.ua.Addr() + ";transport=udp"
-	cfg.Upstream.Domains = []string{"pbx.test"}
-	cfg.Registrar.Mode = "on_behalf"
-	cfg.Registrar.OnBehalf.Auth = registrar.AuthTrusted
-	sw := startDaemon(t, cfg)
+	sw := startOnBehalfAt(t, pbx)
 	e := &wakeEnv{sw: sw}
 	ua := proxytest.NewUDP(t, "127.0.0.1")
 	for i := range devices {
@@ -1147,13 +1154,7 @@ type crossing struct {
 func startCrossing(t *testing.T, user string) *crossing {
 	t.Helper()
 	pbx := startFakeRegistrar(t, 12)
-	cfg := e2eConfig(t, nil, t.TempDir())
-	cfg.Log.Level = "info"
-	cfg.Upstream.URI = "sip:" + pbx.ua.Addr() + ";transport=udp"
-	cfg.Upstream.Domains = []string{"pbx.test"}
-	cfg.Registrar.Mode = "on_behalf"
-	cfg.Registrar.OnBehalf.Auth = registrar.AuthTrusted
-	sw := startDaemon(t, cfg)
+	sw := startOnBehalfAt(t, pbx)
 	c := &crossing{e: &wakeEnv{sw: sw}, pbx: pbx, ua: proxytest.NewUDP(t, "127.0.0.1"), user: user,
 		params: ";pn-provider=fcm;pn-prid=leaving-token-" + user + "-abcdefghijklmnop;pn-param=" + fcmProject + "|"}
 	if res := rawRegisterFor(t, c.ua, sw.UDP, user, "", c.params, "", deviceAsk, &c.cseq); res.StatusCode != 200 {

@@ -16,7 +16,6 @@ import (
 
 	"github.com/emiago/sipgo/sip"
 
-	"github.com/sipwake/sipwake/cmd/sipwake/internal/testpeers"
 	"github.com/sipwake/sipwake/proxy/proxytest"
 )
 
@@ -24,17 +23,7 @@ import (
 // repository (test data, not part of sipwake); SIPWAKE_PROTOS_ARCHIVE
 // overrides.
 func protosArchive(t *testing.T) string {
-	if f := os.Getenv("SIPWAKE_PROTOS_ARCHIVE"); f != "" {
-		return f
-	}
-	f, _ := filepath.Abs("../../../shared/testdata/protos-c07-sip/protos-c07-sip.tar.xz")
-	if _, err := os.Stat(f); err != nil {
-		if testpeers.PeersRequired() {
-			t.Fatalf("PROTOS c07-sip material not found at %s (set SIPWAKE_PROTOS_ARCHIVE)", f)
-		}
-		t.Skipf("PROTOS c07-sip material not found at %s (set SIPWAKE_PROTOS_ARCHIVE)", f)
-	}
-	return f
+	return testData(t, "SIPWAKE_PROTOS_ARCHIVE", "protos-c07-sip/protos-c07-sip.tar.xz", "", "PROTOS c07-sip material")
 }
 
 // protosCase is one PROTOS case: an INVITE and the CANCEL that tears it

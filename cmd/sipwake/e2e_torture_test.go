@@ -19,17 +19,26 @@ import (
 // tortureDir finds the RFC 4475 corpus, kept beside the repository (it is
 // test data, not part of sipwake); SIPWAKE_TORTURE_DIR overrides.
 func tortureDir(t *testing.T) string {
-	if d := os.Getenv("SIPWAKE_TORTURE_DIR"); d != "" {
-		return d
+	return testData(t, "SIPWAKE_TORTURE_DIR", "torture", "index.tsv", "RFC 4475 corpus")
+}
+
+// testData finds bad-input material kept beside the repository under
+// ../shared/testdata/rel (env, when set, names it instead), checking that
+// check exists in it (a file path when check is ""). Missing, the test
+// fails when peers are required (CI) and is skipped otherwise.
+func testData(t *testing.T, env, rel, check, what string) string {
+	t.Helper()
+	if p := os.Getenv(env); p != "" {
+		return p
 	}
-	d, _ := filepath.Abs("../../../shared/testdata/torture")
-	if _, err := os.Stat(filepath.Join(d, "index.tsv")); err != nil {
+	p, _ := filepath.Abs(filepath.Join("../../../shared/testdata", rel))
+	if _, err := os.Stat(filepath.Join(p, check)); err != nil {
 		if testpeers.PeersRequired() {
-			t.Fatalf("RFC 4475 corpus not found at %s (set SIPWAKE_TORTURE_DIR)", d)
+			t.Fatalf("%s not found at %s (set %s)", what, p, env)
 		}
-		t.Skipf("RFC 4475 corpus not found at %s (set SIPWAKE_TORTURE_DIR)", d)
+		t.Skipf("%s not found at %s (set %s)", what, p, env)
 	}
-	return d
+	return p
 }
 
 // noAnswer stands for "dropped without a response" in the allowed sets.
