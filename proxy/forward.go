@@ -70,7 +70,18 @@ func (s *Server) forward(ctx context.Context, r *Request, opt ForwardOptions) {
 		}
 		return
 	}
-	tx, responses, release, err := s.launch(out, tp)
+	var (
+		tx        sip.ClientTransaction
+		responses chan *sip.Response
+		release   func()
+	)
+	err = errNoLight
+	if r.light && tp == "UDP" && !out.IsInvite() && out.Method != sip.CANCEL {
+		tx, responses, release, err = s.launchLight(out)
+	}
+	if errors.Is(err, errNoLight) {
+		tx, responses, release, err = s.launch(out, tp)
+	}
 	if err != nil {
 		s.upstreamState(t, false)
 		r.Log().Info("forward failed", zap.String(FieldDst, t.Dest), zap.Error(err))

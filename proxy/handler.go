@@ -102,6 +102,7 @@ type Request struct {
 	OwnRoute bool
 
 	srv      *Server
+	light    bool // on a light transaction (light.go)
 	logOnce  sync.Once
 	log      *zap.Logger
 	answered atomic.Bool

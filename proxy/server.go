@@ -104,6 +104,9 @@ type Server struct {
 	domains      map[string]struct{}
 
 	branches sync.Map // branch key -> chan *sip.Response, see tapResponse
+	light    lightTable
+	resolver udpResolver
+	timerF   atomic.Int64 // light client transactions' timeout (Timer F), ns
 	handler  Handler
 	modules  []Module
 	ready    []Readier
@@ -113,12 +116,14 @@ type Server struct {
 
 	started  atomic.Bool
 	draining atomic.Bool
-	// probeStop ends the upstream probe.
-	probeStop context.CancelFunc
-	inflight  atomic.Int64 // transactions being handled (a WaitGroup may not Add while waited on)
-	dialogs   dialogs      // calls in progress, for the drain
-	received  atomic.Uint64
-	wg        sync.WaitGroup
+	// probeStop ends the upstream probe, janitorStop the light
+	// transactions' janitor.
+	probeStop   context.CancelFunc
+	janitorStop context.CancelFunc
+	inflight    atomic.Int64 // transactions being handled (a WaitGroup may not Add while waited on)
+	dialogs     dialogs      // calls in progress, for the drain
+	received    atomic.Uint64
+	wg          sync.WaitGroup
 }
 
 // New constructs a Server without side effects; Use adds the modules and
@@ -140,6 +145,7 @@ func New(cfg Config) (*Server, error) {
 		return nil, errors.New("proxy: no listener configured")
 	}
 	s := &Server{cfg: cfg, log: cfg.Logger, ownHosts: map[string]struct{}{}}
+	s.timerF.Store(int64(sip.Timer_F))
 	s.flows.key = cfg.FlowKey
 	if len(s.flows.key) == 0 {
 		s.flows.key = make([]byte, 32)
@@ -229,6 +235,13 @@ func (s *Server) Start(ctx context.Context) (err error) {
 			}
 		}
 	}
+	jctx, jcancel := context.WithCancel(context.Background())
+	s.janitorStop = jcancel
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		s.janitor(jctx)
+	}()
 	if s.upstream != nil && s.cfg.UpstreamProbe > 0 {
 		pctx, cancel := context.WithCancel(context.Background())
 		s.probeStop = cancel
@@ -532,6 +545,9 @@ func (s *Server) Stop(ctx context.Context) error {
 	if s.probeStop != nil {
 		s.probeStop()
 	}
+	if s.janitorStop != nil {
+		s.janitorStop()
+	}
 	for i := len(s.modules) - 1; i >= 0; i-- {
 		if st, ok := s.modules[i].(Stopper); ok {
 			if err := st.Stop(ctx); err != nil {
@@ -571,11 +587,15 @@ func (s *Server) Stop(ctx context.Context) error {
 // readFilter enforces sip.max_message_bytes. For UDP an oversized datagram
 // is dropped (sipgo stops a UDP reader on a filter error, so it returns an
 // empty slice); for TCP/TLS the connection is closed. What passes is
-// handed to the tap (every read of every connection comes through here).
+// handed to the tap (every read of every connection comes through here),
+// then UDP datagrams for light transactions are taken (see light.go).
 func (s *Server) readFilter(p sip.TransportReadProps, data []byte) ([]byte, error) {
 	if len(data) <= s.cfg.MaxMessageBytes {
 		if s.cfg.Tap.on() {
 			s.cfg.Tap.capture(DirIn, p.Transport, p.LocalAddr.String(), p.RemoteAddr.String(), data)
+		}
+		if strings.EqualFold(p.Transport, "UDP") && s.lightRead(p, data) {
+			return nil, nil
 		}
 		return data, nil
 	}

@@ -1,0 +1,581 @@
+package proxy
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"net"
+	"net/netip"
+	"sync"
+	"time"
+
+	"github.com/emiago/sipgo/sip"
+)
+
+// Light transactions carry REGISTER over UDP: what a push gateway mostly
+// does, since every app refreshes its registration on every wake. For a
+// non-INVITE request over UDP the whole transaction state is small: on
+// the server side the final answer, resent when the request comes again;
+// on the client side the request, resent until an answer comes (Timers E
+// and F). sipgo's transaction layer runs every message on a goroutine of
+// its own through a state machine with several timers and keeps the
+// parsed request and answer; for REGISTER that machinery cost more CPU
+// than the relaying itself. The read filter hands such a request, and the
+// answers to the requests sent for it, to the light transactions below
+// instead; the handler chain runs unchanged on them.
+//
+// A completed light transaction is kept for T4 (5 s), as the sipgo
+// transactions of this proxy are (see onRequest): a request retransmitted
+// later than that is handled again and the PBX answers it from its own
+// state.
+
+var (
+	lightPrefix    = []byte("REGISTER ")
+	responsePrefix = []byte("SIP/2.0 ")
+)
+
+// lightTable holds the light transactions of a Server.
+type lightTable struct {
+	servers sync.Map // server key (RFC 3261 §17.2.3) -> *lightServerTx
+	clients sync.Map // branch of our Via -> *lightClientTx
+
+	mu    sync.Mutex
+	queue []lightExpiry // in expiry order: every entry waits the same T4
+}
+
+type lightExpiry struct {
+	at     time.Time
+	server *lightServerTx
+	client *lightClientTx
+}
+
+// expire removes a completed transaction from its table after T4.
+func (lt *lightTable) expire(e lightExpiry) {
+	e.at = time.Now().Add(sip.T4)
+	lt.mu.Lock()
+	lt.queue = append(lt.queue, e)
+	lt.mu.Unlock()
+}
+
+// sweep removes the transactions whose time is up.
+func (lt *lightTable) sweep(now time.Time) {
+	lt.mu.Lock()
+	n := 0
+	for n < len(lt.queue) && !lt.queue[n].at.After(now) {
+		n++
+	}
+	done := append([]lightExpiry(nil), lt.queue[:n]...)
+	lt.queue = append(lt.queue[:0], lt.queue[n:]...)
+	lt.mu.Unlock()
+	for _, e := range done {
+		if e.server != nil {
+			lt.servers.CompareAndDelete(e.server.key, e.server)
+		}
+		if e.client != nil {
+			lt.clients.CompareAndDelete(e.client.branch, e.client)
+		}
+	}
+}
+
+// pending counts the transactions kept (tests).
+func (lt *lightTable) pending() (servers, clients int) {
+	lt.servers.Range(func(any, any) bool { servers++; return true })
+	lt.clients.Range(func(any, any) bool { clients++; return true })
+	return
+}
+
+// janitor sweeps the light transactions until ctx ends.
+func (s *Server) janitor(ctx context.Context) {
+	tick := time.NewTicker(250 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case now := <-tick.C:
+			s.light.sweep(now)
+		}
+	}
+}
+
+// lightRead takes a UDP datagram for a light transaction; it reports
+// false for anything else, which sipgo then handles as before.
+func (s *Server) lightRead(p sip.TransportReadProps, data []byte) bool {
+	switch {
+	case bytes.HasPrefix(data, lightPrefix):
+		return s.lightRequest(p, data)
+	case bytes.HasPrefix(data, responsePrefix):
+		return s.lightResponse(p, data)
+	}
+	return false
+}
+
+// lightRequest starts a light server transaction for the request, or
+// answers a retransmission of one from its state. A request the
+// transaction layer would reject (no Via, CSeq...) is left to it.
+func (s *Server) lightRequest(p sip.TransportReadProps, data []byte) bool {
+	l := s.udpListenerAt(p.LocalAddr)
+	if l == nil || l.pc == nil {
+		return false
+	}
+	m, err := sip.ParseMessage(data)
+	if err != nil {
+		return false
+	}
+	req, ok := m.(*sip.Request)
+	if !ok || req.Via() == nil || req.CallID() == nil || req.From() == nil || req.To() == nil ||
+		req.CSeq() == nil || req.CSeq().MethodName != req.Method {
+		return false
+	}
+	key, err := sip.ServerTxKeyMake(req)
+	if err != nil {
+		return false
+	}
+	src := p.RemoteAddr.String()
+	req.SetTransport("UDP")
+	req.SetSource(src)
+	tx := &lightServerTx{srv: s, key: key, pc: l.pc, source: src, done: make(chan struct{})}
+	if prev, loaded := s.light.servers.LoadOrStore(key, tx); loaded {
+		prev.(*lightServerTx).retransmitted()
+		return true
+	}
+	go s.serveLight(req, tx)
+	return true
+}
+
+// serveLight runs the chain for a request on a light transaction.
+func (s *Server) serveLight(req *sip.Request, tx *lightServerTx) {
+	s.inflight.Add(1)
+	s.received.Add(1)
+	r := &Request{Msg: req, Tx: tx, Received: time.Now(), Transport: "UDP", Source: tx.source, srv: s, light: true}
+	s.metrics.request(req.Method, dirIn)
+	r.Trusted = s.trusted(r.Source)
+	ctx, cancel := context.WithCancel(context.Background())
+	r.finish = func() {
+		defer s.inflight.Add(-1)
+		defer cancel()
+		if !r.answered.Load() {
+			r.Respond(500, "Server Internal Error")
+		}
+		tx.Terminate()
+	}
+	s.dispatch(ctx, r)
+	if r.detached.Load() {
+		return
+	}
+	r.finish()
+}
+
+// udpListenerAt is the UDP listener bound at local.
+func (s *Server) udpListenerAt(local net.Addr) *listener {
+	ap := mustAddrPort(local)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, l := range s.lns {
+		if l.network == "UDP" && l.bound == ap {
+			return l
+		}
+	}
+	return nil
+}
+
+// lightServerTx is a non-INVITE server transaction over UDP (RFC 3261
+// §17.2.2): responses go out on the listener's socket, towards the top
+// Via; the last one is sent again when the request is retransmitted.
+type lightServerTx struct {
+	srv    *Server
+	key    string
+	pc     net.PacketConn
+	source string
+
+	mu        sync.Mutex
+	last      []byte
+	lastTo    net.Addr
+	completed bool
+
+	once sync.Once
+	done chan struct{}
+	onT  []sip.FnTxTerminate
+}
+
+var _ sip.ServerTransaction = (*lightServerTx)(nil)
+
+var errAnswered = errors.New("proxy: transaction already answered")
+
+func (t *lightServerTx) Respond(res *sip.Response) error {
+	dest := res.Destination()
+	if dest == "" {
+		via := res.Via()
+		if via == nil {
+			return errors.New("proxy: response without Via")
+		}
+		dest = responseDest(via, t.source, "UDP")
+	}
+	to, err := t.srv.udpAddr(dest)
+	if err != nil {
+		return err
+	}
+	b := []byte(res.String())
+	final := res.StatusCode >= 200
+	t.mu.Lock()
+	if t.completed {
+		t.mu.Unlock()
+		return errAnswered
+	}
+	t.last, t.lastTo, t.completed = b, to, final
+	t.mu.Unlock()
+	if final {
+		t.srv.light.expire(lightExpiry{server: t})
+	}
+	_, err = t.pc.WriteTo(b, to)
+	return err
+}
+
+// retransmitted answers a retransmission of the request with the last
+// response sent, if any (§17.2.2: none while Trying).
+func (t *lightServerTx) retransmitted() {
+	t.mu.Lock()
+	b, to := t.last, t.lastTo
+	t.mu.Unlock()
+	if b != nil {
+		_, _ = t.pc.WriteTo(b, to)
+	}
+}
+
+func (t *lightServerTx) Acks() <-chan *sip.Request    { return nil }
+func (t *lightServerTx) OnCancel(sip.FnTxCancel) bool { return true } // non-INVITE: no CANCEL
+func (t *lightServerTx) Done() <-chan struct{}        { return t.done }
+func (t *lightServerTx) Err() error                   { return nil }
+
+func (t *lightServerTx) OnTerminate(f sip.FnTxTerminate) bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	select {
+	case <-t.done:
+		return false
+	default:
+	}
+	t.onT = append(t.onT, f)
+	return true
+}
+
+func (t *lightServerTx) Terminate() {
+	t.once.Do(func() {
+		t.mu.Lock()
+		close(t.done)
+		fs := t.onT
+		t.mu.Unlock()
+		for _, f := range fs {
+			f(t.key, nil)
+		}
+	})
+}
+
+// lightClientTx is a non-INVITE client transaction over UDP (RFC 3261
+// §17.1.2): the request is sent again after T1, doubling up to T2 (every
+// T2 once a provisional response came), until a final response, and
+// fails with a timeout after 64*T1 (Timer F).
+type lightClientTx struct {
+	srv       *Server
+	branch    string
+	method    sip.RequestMethod
+	pc        net.PacketConn
+	to        net.Addr
+	data      []byte
+	responses chan *sip.Response
+
+	mu        sync.Mutex
+	provision bool // a provisional response came: retransmit every T2
+	completed bool // a final response came, or the relay stopped reading
+	interval  time.Duration
+	deadline  time.Time
+	timer     *time.Timer
+	err       error
+
+	once sync.Once
+	done chan struct{}
+	onT  []sip.FnTxTerminate
+}
+
+var _ sip.ClientTransaction = (*lightClientTx)(nil)
+
+// errNoLight: the request cannot go on a light transaction; the caller
+// uses sipgo's.
+var errNoLight = errors.New("proxy: no light transaction for this request")
+
+// launchLight sends out, a non-INVITE request over UDP, on a light client
+// transaction. It returns the same values as launch.
+func (s *Server) launchLight(out *sip.Request) (sip.ClientTransaction, chan *sip.Response, func(), error) {
+	l := s.listenerFor("UDP")
+	via := out.Via()
+	if l == nil || l.pc == nil || via == nil {
+		return nil, nil, nil, errNoLight
+	}
+	branch, _ := via.Params.Get("branch")
+	if branch == "" {
+		return nil, nil, nil, errNoLight
+	}
+	to, err := s.udpAddr(out.Destination())
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	t := &lightClientTx{
+		srv: s, branch: branch, method: out.Method, pc: l.pc, to: to,
+		data:      []byte(out.String()),
+		responses: make(chan *sip.Response, 8),
+		interval:  sip.T1,
+		deadline:  time.Now().Add(time.Duration(s.timerF.Load())),
+		done:      make(chan struct{}),
+	}
+	// Should a response escape the read filter's quick look at its Via
+	// (an unusual spelling), sipgo parses it and the response tap still
+	// queues it for the relay.
+	key := branchKey(via, out.Method)
+	s.branches.Store(key, t.responses)
+	s.light.clients.Store(branch, t)
+	t.mu.Lock()
+	t.timer = time.AfterFunc(t.interval, t.fire)
+	t.mu.Unlock()
+	if _, err := t.pc.WriteTo(t.data, t.to); err != nil {
+		t.stop()
+		s.branches.Delete(key)
+		s.light.clients.CompareAndDelete(branch, t)
+		return nil, nil, nil, err
+	}
+	release := func() {
+		s.branches.Delete(key)
+		t.stop()
+		// Kept for T4 so that retransmitted responses are absorbed.
+		s.light.expire(lightExpiry{client: t})
+		t.terminate(nil)
+	}
+	return t, t.responses, release, nil
+}
+
+// fire is Timer E (retransmit) and Timer F (give up).
+func (t *lightClientTx) fire() {
+	t.mu.Lock()
+	if t.completed {
+		t.mu.Unlock()
+		return
+	}
+	now := time.Now()
+	if !now.Before(t.deadline) {
+		t.completed = true
+		t.mu.Unlock()
+		t.terminate(sip.ErrTransactionTimeout)
+		return
+	}
+	if t.provision {
+		t.interval = sip.T2
+	} else {
+		t.interval = min(2*t.interval, sip.T2)
+	}
+	t.timer.Reset(min(t.interval, t.deadline.Sub(now)))
+	t.mu.Unlock()
+	if _, err := t.pc.WriteTo(t.data, t.to); err != nil && errors.Is(err, net.ErrClosed) {
+		t.stop()
+		t.terminate(sip.ErrTransactionTransport)
+	}
+}
+
+// receive takes a response read for the transaction (read goroutine).
+func (t *lightClientTx) receive(res *sip.Response) {
+	t.mu.Lock()
+	if t.completed {
+		t.mu.Unlock()
+		return // a retransmission of the final response: absorbed
+	}
+	if res.IsProvisional() {
+		t.provision = true
+	} else {
+		t.completed = true
+		t.timer.Stop()
+	}
+	t.mu.Unlock()
+	select {
+	case t.responses <- res:
+	default:
+		t.srv.metrics.dropped.WithLabelValues("response_queue_full").Inc()
+	}
+}
+
+// stop ends the retransmissions.
+func (t *lightClientTx) stop() {
+	t.mu.Lock()
+	t.completed = true
+	if t.timer != nil {
+		t.timer.Stop()
+	}
+	t.mu.Unlock()
+}
+
+func (t *lightClientTx) terminate(err error) {
+	t.once.Do(func() {
+		t.mu.Lock()
+		t.err = err
+		close(t.done)
+		fs := t.onT
+		t.mu.Unlock()
+		for _, f := range fs {
+			f(t.branch, err)
+		}
+	})
+}
+
+func (t *lightClientTx) Terminate()                             { t.stop(); t.terminate(nil) }
+func (t *lightClientTx) Done() <-chan struct{}                  { return t.done }
+func (t *lightClientTx) Responses() <-chan *sip.Response        { return t.responses }
+func (t *lightClientTx) OnRetransmission(sip.FnTxResponse) bool { return false }
+
+func (t *lightClientTx) Err() error {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.err
+}
+
+func (t *lightClientTx) OnTerminate(f sip.FnTxTerminate) bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	select {
+	case <-t.done:
+		return false
+	default:
+	}
+	t.onT = append(t.onT, f)
+	return true
+}
+
+// lightResponse hands a response to the light client transaction whose
+// branch its top Via carries (matched with the CSeq method, §17.1.3).
+func (s *Server) lightResponse(p sip.TransportReadProps, data []byte) bool {
+	branch, ok := topViaBranch(data)
+	if !ok {
+		return false
+	}
+	v, ok := s.light.clients.Load(string(branch))
+	if !ok {
+		return false
+	}
+	t := v.(*lightClientTx)
+	m, err := sip.ParseMessage(data)
+	if err != nil {
+		return false
+	}
+	res, ok := m.(*sip.Response)
+	if !ok || res.CSeq() == nil || res.CSeq().MethodName != t.method || res.Via() == nil {
+		return false
+	}
+	if b, _ := res.Via().Params.Get("branch"); b != t.branch {
+		return false
+	}
+	res.SetTransport("UDP")
+	res.SetSource(p.RemoteAddr.String())
+	t.receive(res)
+	return true
+}
+
+// topViaBranch finds the branch parameter of the first Via in a raw
+// message without parsing it. It gives up (false) on anything unusual;
+// the message then takes the normal path.
+func topViaBranch(data []byte) ([]byte, bool) {
+	i := bytes.IndexByte(data, '\n')
+	for i >= 0 && i+1 < len(data) {
+		line := data[i+1:]
+		end := bytes.IndexByte(line, '\n')
+		if end < 0 {
+			return nil, false
+		}
+		i += 1 + end
+		line = bytes.TrimRight(line[:end], "\r")
+		if len(line) == 0 {
+			return nil, false // end of the headers
+		}
+		colon := bytes.IndexByte(line, ':')
+		if colon < 0 {
+			continue
+		}
+		name := bytes.TrimRight(line[:colon], " \t")
+		if !bytes.EqualFold(name, []byte("via")) && !bytes.EqualFold(name, []byte("v")) {
+			continue
+		}
+		val := line[colon+1:]
+		if c := bytes.IndexByte(val, ','); c >= 0 {
+			val = val[:c]
+		}
+		return branchParam(val)
+	}
+	return nil, false
+}
+
+// branchParam reads ";branch=value" from one Via value.
+func branchParam(val []byte) ([]byte, bool) {
+	for {
+		semi := bytes.IndexByte(val, ';')
+		if semi < 0 {
+			return nil, false
+		}
+		val = val[semi+1:]
+		p := bytes.TrimLeft(val, " \t")
+		if len(p) < 6 || !bytes.EqualFold(p[:6], []byte("branch")) {
+			continue
+		}
+		p = bytes.TrimLeft(p[6:], " \t")
+		if len(p) == 0 || p[0] != '=' {
+			continue
+		}
+		p = bytes.TrimLeft(p[1:], " \t")
+		n := 0
+		for n < len(p) && p[n] != ';' && p[n] != ' ' && p[n] != '\t' && p[n] != ',' {
+			n++
+		}
+		if n == 0 {
+			return nil, false
+		}
+		return p[:n], true
+	}
+}
+
+// udpAddr turns "host:port" into a UDP address: literal addresses at
+// once, names through the resolver, cached briefly (the PBX is usually
+// named, e.g. a Kubernetes service).
+func (s *Server) udpAddr(dest string) (net.Addr, error) {
+	if ap, err := netip.ParseAddrPort(dest); err == nil {
+		return net.UDPAddrFromAddrPort(ap), nil
+	}
+	return s.resolver.lookup(dest)
+}
+
+// udpResolver caches name lookups of UDP destinations for a few seconds.
+type udpResolver struct {
+	mu    sync.Mutex
+	cache map[string]resolved
+}
+
+type resolved struct {
+	addr *net.UDPAddr
+	at   time.Time
+}
+
+const resolveTTL = 10 * time.Second
+
+func (r *udpResolver) lookup(dest string) (net.Addr, error) {
+	now := time.Now()
+	r.mu.Lock()
+	if e, ok := r.cache[dest]; ok && now.Sub(e.at) < resolveTTL {
+		r.mu.Unlock()
+		return e.addr, nil
+	}
+	r.mu.Unlock()
+	a, err := net.ResolveUDPAddr("udp", dest)
+	if err != nil {
+		return nil, err
+	}
+	r.mu.Lock()
+	if r.cache == nil || len(r.cache) > 1024 {
+		r.cache = map[string]resolved{}
+	}
+	r.cache[dest] = resolved{addr: a, at: now}
+	r.mu.Unlock()
+	return a, nil
+}

@@ -1,0 +1,153 @@
+package proxy
+
+import (
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/emiago/sipgo/sip"
+
+	"github.com/sipwake/sipwake/proxy/proxytest"
+)
+
+func register(dev *proxytest.UA, branch string) string {
+	return "REGISTER sip:pbx.test SIP/2.0\nVia: SIP/2.0/UDP " + dev.Addr() + ";branch=z9hG4bK-" + branch + ";rport\n" +
+		"Max-Forwards: 70\nFrom: <sip:1001@pbx.test>;tag=ft-" + branch + "\nTo: <sip:1001@pbx.test>\n" +
+		"Call-ID: reg-" + branch + "\nCSeq: 1 REGISTER\nContact: <sip:1001@" + dev.Addr() + ">\nExpires: 600\n\n"
+}
+
+// TestLightRegister: a REGISTER over UDP runs on a light transaction
+// pair. The device's retransmissions are absorbed while the PBX has not
+// answered (RFC 3261 §17.2.2, Trying) and answered again from the
+// transaction once it has; the request to the PBX is retransmitted on
+// Timer E with the same branch; a retransmitted final response from the
+// PBX is not relayed twice; after T4 nothing is kept.
+func TestLightRegister(t *testing.T) {
+	tb := newTestBed(t)
+	dev := proxytest.NewUDP(t, "")
+	reg := register(dev, "light-1")
+	dev.Send(tb.udp, reg)
+	first := tb.pbx.ExpectRequest(wait, sip.REGISTER)
+	branch := mustBranch(first)
+	if s, c := tb.srv.light.pending(); s != 1 || c != 1 {
+		t.Fatalf("light transactions: %d server, %d client, want 1 and 1", s, c)
+	}
+
+	// The device retransmits while the PBX is silent: absorbed. The
+	// proxy's own retransmissions (T1, then 2*T1 later) carry its branch.
+	dev.Send(tb.udp, reg)
+	start := time.Now()
+	var copies int
+	for time.Since(start) < 2*time.Second {
+		m, err := tb.pbx.Recv(2*time.Second - time.Since(start))
+		if err != nil {
+			break
+		}
+		r, ok := m.(*sip.Request)
+		if !ok || r.Method != sip.REGISTER {
+			t.Fatalf("PBX got %v", m)
+		}
+		if b := mustBranch(r); b != branch {
+			t.Fatalf("PBX got a REGISTER on branch %s, want the retransmissions of %s only", b, branch)
+		}
+		copies++
+	}
+	if copies < 1 || copies > 2 {
+		t.Fatalf("PBX got %d retransmissions in 2 s, want 1 or 2 (after T1, then 2*T1)", copies)
+	}
+
+	tb.pbx.Reply(tb.udp, first, 200, "OK", "Contact: <sip:1001@"+dev.Addr()+">;expires=600")
+	tb.pbx.Reply(tb.udp, first, 200, "OK", "Contact: <sip:1001@"+dev.Addr()+">;expires=600")
+	dev.ExpectResponse(wait, 200)
+	dev.Quiet(300 * time.Millisecond) // the PBX's retransmission is absorbed
+
+	dev.Send(tb.udp, reg) // completed: answered from the transaction
+	if res := dev.ExpectResponse(wait, 200); res.Via() == nil || !strings.Contains(res.Via().Value(), "light-1") {
+		t.Fatalf("answer to the retransmission: %v", res)
+	}
+	tb.pbx.Quiet(300 * time.Millisecond)
+
+	deadline := time.Now().Add(sip.T4 + 2*time.Second)
+	for {
+		s, c := tb.srv.light.pending()
+		if s == 0 && c == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("after T4: %d server and %d client light transactions still kept", s, c)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// TestLightRegisterTimeout: a PBX that never answers gets the request
+// again at doubling intervals, then the device gets 408 at Timer F.
+func TestLightRegisterTimeout(t *testing.T) {
+	tb := newTestBed(t)
+	tb.srv.timerF.Store(int64(1600 * time.Millisecond)) // sent, T1, 3*T1, then the timeout
+	dev := proxytest.NewUDP(t, "")
+	dev.Send(tb.udp, register(dev, "light-timeout"))
+	var at []time.Duration
+	start := time.Now()
+	for {
+		m, err := tb.pbx.Recv(3 * time.Second)
+		if err != nil {
+			break
+		}
+		if r, ok := m.(*sip.Request); ok && r.Method == sip.REGISTER {
+			at = append(at, time.Since(start))
+		}
+		if len(at) == 3 {
+			break
+		}
+	}
+	if len(at) != 3 {
+		t.Fatalf("PBX got %d copies, want 3 (sent, T1, 3*T1)", len(at))
+	}
+	if gap := at[2] - at[1]; gap < 900*time.Millisecond {
+		t.Fatalf("second retransmission %v after the first, want about 2*T1", gap)
+	}
+	dev.ExpectResponse(wait, 408)
+}
+
+// TestLightRegisterMalformed: a REGISTER the light path cannot key (no
+// CSeq) is left to the transaction layer, which answers 400.
+func TestLightRegisterMalformed(t *testing.T) {
+	tb := newTestBed(t)
+	dev := proxytest.NewUDP(t, "")
+	reg := strings.Replace(register(dev, "light-bad"), "CSeq: 1 REGISTER\n", "", 1)
+	dev.Send(tb.udp, reg)
+	dev.ExpectResponse(wait, 400)
+	tb.pbx.Quiet(300 * time.Millisecond)
+}
+
+func TestTopViaBranch(t *testing.T) {
+	for _, c := range []struct {
+		msg, want string
+	}{
+		{"SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP a:1;branch=z9hG4bKx1;rport\r\nVia: SIP/2.0/UDP b;branch=z9hG4bKx2\r\n\r\n", "z9hG4bKx1"},
+		{"SIP/2.0 200 OK\nFrom: <sip:a@b>\nv: SIP/2.0/UDP a:1;rport;BRANCH = z9hG4bKx3\n\n", "z9hG4bKx3"},
+		{"SIP/2.0 200 OK\r\nVIA : SIP/2.0/UDP a:1;branch=z9hG4bKx4,SIP/2.0/UDP b;branch=z9hG4bKx5\r\n\r\n", "z9hG4bKx4"},
+		{"SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP a:1;rport\r\nVia: SIP/2.0/UDP b;branch=z9hG4bKx6\r\n\r\n", ""},
+		{"SIP/2.0 200 OK\r\nCall-ID: x\r\n\r\nVia: SIP/2.0/UDP a;branch=z9hG4bKbody\r\n", ""},
+		{"SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP a;branch=", ""},
+		{"SIP/2.0 200 OK", ""},
+		{"", ""},
+	} {
+		got, ok := topViaBranch([]byte(c.msg))
+		if string(got) != c.want || ok != (c.want != "") {
+			t.Errorf("topViaBranch(%q) = %q, %v; want %q", c.msg, got, ok, c.want)
+		}
+	}
+}
+
+func FuzzTopViaBranch(f *testing.F) {
+	f.Add([]byte("SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP a:1;branch=z9hG4bKx1;rport\r\n\r\n"))
+	f.Add([]byte("SIP/2.0 200 OK\nv:;branch\n"))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		b, ok := topViaBranch(data)
+		if ok && (len(b) == 0 || !strings.Contains(string(data), string(b))) {
+			t.Fatalf("branch %q not in the message", b)
+		}
+	})
+}
