@@ -94,7 +94,7 @@ func (r *Request) Fork(ctx context.Context, opt ForwardOptions, events chan<- Br
 func (b *Branch) run(ctx context.Context, opt ForwardOptions, tx sip.ClientTransaction, responses <-chan *sip.Response, events chan<- BranchEvent) {
 	s := b.srv
 	deliver := func(res *sip.Response, local bool) bool {
-		out := upstreamResponse(b.r, opt, res)
+		out := upstreamResponse(b.r, opt, res, false)
 		if out == nil {
 			return true
 		}

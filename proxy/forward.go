@@ -134,7 +134,7 @@ func (s *Server) outgoing(r *Request, opt ForwardOptions) (*sip.Request, string,
 	if err != nil {
 		return nil, tp, err
 	}
-	if tp == "UDP" && !t.Flow && s.listenerFor("TCP") != nil && len(out.String()) > maxUDPRequest {
+	if tp == "UDP" && !t.Flow && s.listenerFor("TCP") != nil && encodedLen(out) > maxUDPRequest {
 		tp = "TCP"
 		if out, err = s.buildForward(r, opt, tp); err != nil {
 			return nil, tp, err
@@ -259,14 +259,21 @@ func (s *Server) tapResponse(m sip.Message) {
 	if method == sip.ACK {
 		return
 	}
-	ch, ok := s.branches.Load(branchKey(res.Via(), method))
+	v, ok := s.branches.Load(branchKey(res.Via(), method))
 	if !ok {
 		return
 	}
-	select {
-	case ch.(chan *sip.Response) <- res:
-	default:
-		s.metrics.dropped.WithLabelValues("response_queue_full").Inc()
+	switch q := v.(type) {
+	case *lightClientTx:
+		// The read filter missed it: sipgo goes on with this response
+		// (as a stray), the light transaction takes a copy of its own.
+		q.receive(res.Clone())
+	case chan *sip.Response:
+		select {
+		case q <- res:
+		default:
+			s.metrics.dropped.WithLabelValues("response_queue_full").Inc()
+		}
 	}
 }
 
@@ -391,6 +398,9 @@ func (s *Server) relay(r *Request, opt ForwardOptions, out *sip.Request, tx sip.
 		cancelled bool
 		sentCncl  bool
 	)
+	// A light transaction's responses belong to the relay alone; sipgo's
+	// are shared with its transaction, so they are copied before editing.
+	_, owned := tx.(*lightClientTx)
 	sendCancel := func(reason sip.Header) {
 		// under mu
 		if sentCncl {
@@ -449,7 +459,7 @@ func (s *Server) relay(r *Request, opt ForwardOptions, out *sip.Request, tx sip.
 					}
 				}
 			}
-			s.relayResponse(r, opt, res)
+			s.relayResponse(r, opt, res, owned)
 			if !res.IsProvisional() {
 				return
 			}
@@ -458,7 +468,7 @@ func (s *Server) relay(r *Request, opt ForwardOptions, out *sip.Request, tx sip.
 			failed := errors.Is(err, sip.ErrTransactionTimeout) || errors.Is(err, sip.ErrTransactionTransport)
 			if failed {
 				s.upstreamState(opt.Target, false)
-			} else if s.relayQueued(r, opt, out, responses) {
+			} else if s.relayQueued(r, opt, out, responses, owned) {
 				// Ended normally: its final response is in the queue.
 				return
 			}
@@ -487,7 +497,7 @@ func (s *Server) relay(r *Request, opt ForwardOptions, out *sip.Request, tx sip.
 // relayQueued relays what the tap queued for a transaction that ended
 // without a failure, waiting briefly for its final response. It reports
 // whether a final response was relayed.
-func (s *Server) relayQueued(r *Request, opt ForwardOptions, out *sip.Request, responses <-chan *sip.Response) bool {
+func (s *Server) relayQueued(r *Request, opt ForwardOptions, out *sip.Request, responses <-chan *sip.Response, owned bool) bool {
 	wait := time.NewTimer(time.Second)
 	defer wait.Stop()
 	for {
@@ -497,7 +507,7 @@ func (s *Server) relayQueued(r *Request, opt ForwardOptions, out *sip.Request, r
 			if res.StatusCode == 100 {
 				continue
 			}
-			s.relayResponse(r, opt, res)
+			s.relayResponse(r, opt, res, owned)
 			if !res.IsProvisional() {
 				return true
 			}
@@ -508,9 +518,10 @@ func (s *Server) relayQueued(r *Request, opt ForwardOptions, out *sip.Request, r
 }
 
 // relayResponse sends a downstream response upstream on the server
-// transaction after removing our Via.
-func (s *Server) relayResponse(r *Request, opt ForwardOptions, res *sip.Response) {
-	out := upstreamResponse(r, opt, res)
+// transaction after removing our Via; owned tells that res may be edited
+// in place.
+func (s *Server) relayResponse(r *Request, opt ForwardOptions, res *sip.Response, owned bool) {
+	out := upstreamResponse(r, opt, res, owned)
 	if out == nil {
 		return
 	}
@@ -522,9 +533,13 @@ func (s *Server) relayResponse(r *Request, opt ForwardOptions, res *sip.Response
 
 // upstreamResponse is the copy of a downstream response that goes back to
 // r's sender: without our Via, edited by opt.OnResponse, addressed per the
-// next Via. It returns nil when there is nothing to send.
-func upstreamResponse(r *Request, opt ForwardOptions, res *sip.Response) *sip.Response {
-	out := res.Clone()
+// next Via. It returns nil when there is nothing to send. A response not
+// owned is copied first.
+func upstreamResponse(r *Request, opt ForwardOptions, res *sip.Response, owned bool) *sip.Response {
+	out := res
+	if !owned {
+		out = res.Clone()
+	}
 	out.RemoveHeader("Via")
 	if out.Via() == nil {
 		return nil
@@ -543,7 +558,7 @@ func upstreamResponse(r *Request, opt ForwardOptions, res *sip.Response) *sip.Re
 // through the server transaction while it lives, else straight to the
 // transport.
 func (s *Server) relay2xxRetransmission(r *Request, opt ForwardOptions, res *sip.Response) {
-	out := upstreamResponse(r, opt, res)
+	out := upstreamResponse(r, opt, res, false)
 	if out == nil {
 		return
 	}

@@ -215,7 +215,7 @@ func (t *lightServerTx) Respond(res *sip.Response) error {
 	if err != nil {
 		return err
 	}
-	b := []byte(res.String())
+	b := encode(res)
 	final := res.StatusCode >= 200
 	t.mu.Lock()
 	if t.completed {
@@ -321,7 +321,7 @@ func (s *Server) launchLight(out *sip.Request) (sip.ClientTransaction, chan *sip
 	}
 	t := &lightClientTx{
 		srv: s, branch: branch, method: out.Method, pc: l.pc, to: to,
-		data:      []byte(out.String()),
+		data:      encode(out),
 		responses: make(chan *sip.Response, 8),
 		interval:  sip.T1,
 		deadline:  time.Now().Add(time.Duration(s.timerF.Load())),
@@ -331,7 +331,7 @@ func (s *Server) launchLight(out *sip.Request) (sip.ClientTransaction, chan *sip
 	// (an unusual spelling), sipgo parses it and the response tap still
 	// queues it for the relay.
 	key := branchKey(via, out.Method)
-	s.branches.Store(key, t.responses)
+	s.branches.Store(key, t)
 	s.light.clients.Store(branch, t)
 	t.mu.Lock()
 	t.timer = time.AfterFunc(t.interval, t.fire)
@@ -534,6 +534,35 @@ func branchParam(val []byte) ([]byte, bool) {
 		}
 		return p[:n], true
 	}
+}
+
+// encBufs are the buffers messages are serialised in.
+var encBufs = sync.Pool{New: func() any { return new(bytes.Buffer) }}
+
+// encode serialises m into a slice of its exact size: sipgo's String
+// grows a builder from nothing, which for a REGISTER left twice its size
+// in garbage.
+func encode(m sip.Message) []byte {
+	buf := encBufs.Get().(*bytes.Buffer)
+	buf.Reset()
+	m.StringWrite(buf)
+	b := bytes.Clone(buf.Bytes())
+	if buf.Cap() <= 64<<10 {
+		encBufs.Put(buf)
+	}
+	return b
+}
+
+// encodedLen is the size of m serialised.
+func encodedLen(m sip.Message) int {
+	buf := encBufs.Get().(*bytes.Buffer)
+	buf.Reset()
+	m.StringWrite(buf)
+	n := buf.Len()
+	if buf.Cap() <= 64<<10 {
+		encBufs.Put(buf)
+	}
+	return n
 }
 
 // udpAddr turns "host:port" into a UDP address: literal addresses at

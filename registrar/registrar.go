@@ -496,15 +496,17 @@ func (r *Registrar) onResponse(ctx context.Context, req *proxy.Request, st *regS
 	}
 	r.metrics.result("ok")
 	r.keep(ctx, st, &b, granted, onBehalf, log)
-	fields := []zap.Field{proxy.AOR(st.aor), zap.String(proxy.FieldInstance, maskIdentity(st.identity)),
-		zap.Float64("expires", deviceExp.Seconds()), zap.Float64(proxy.FieldDuration, time.Since(start).Seconds())}
-	if onBehalf {
-		fields = append(fields, zap.Float64("upstream_expires", granted.Seconds()))
+	if ce := log.Check(zap.InfoLevel, "binding stored"); ce != nil {
+		fields := []zap.Field{proxy.AOR(st.aor), zap.String(proxy.FieldInstance, maskIdentity(st.identity)),
+			zap.Float64("expires", deviceExp.Seconds()), zap.Float64(proxy.FieldDuration, time.Since(start).Seconds())}
+		if onBehalf {
+			fields = append(fields, zap.Float64("upstream_expires", granted.Seconds()))
+		}
+		if st.push != nil {
+			fields = append(fields, zap.String(proxy.FieldPNProvider, st.push.Provider), proxy.PNToken(st.push.Token))
+		}
+		ce.Write(fields...)
 	}
-	if st.push != nil {
-		fields = append(fields, zap.String(proxy.FieldPNProvider, st.push.Provider), proxy.PNToken(st.push.Token))
-	}
-	log.Info("binding stored", fields...)
 	out := r.translateContacts(ctx, st, res, deviceExp)
 	caps := FeatureCaps(SupportedProviders(), 0)
 	if st.push != nil {
