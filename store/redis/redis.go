@@ -25,7 +25,13 @@ const SubscriberBuffer = 256
 // Store is the Redis-backed store.Store shared by several nodes. It is safe
 // for concurrent use.
 type Store struct {
-	client  goredis.UniversalClient
+	client goredis.UniversalClient
+	// puts runs the binding writes, the bulk of the traffic (one per
+	// REGISTER): through go-redis' automatic pipeliner when the client
+	// has one, so that concurrent registrations share a round trip and a
+	// pair of syscalls instead of one each; the client otherwise.
+	puts    goredis.Scripter
+	closeAP func() error
 	keys    keys
 	node    string
 	metrics *metrics
@@ -67,8 +73,19 @@ func Open(ctx context.Context, opt Options) (*Store, error) {
 		return nil, fmt.Errorf("redis store: open: ping %s: %w", strings.Join(opt.Addresses, ","), err)
 	}
 	_, cluster := client.(*goredis.ClusterClient)
+	var puts goredis.Scripter = client
+	var closeAP func() error
+	if c, ok := client.(interface {
+		AutoPipeline() (*goredis.AutoPipeliner, error)
+	}); ok {
+		if ap, err := c.AutoPipeline(); err == nil {
+			puts, closeAP = ap, ap.Close
+		}
+	}
 	return &Store{
 		client:       client,
+		puts:         puts,
+		closeAP:      closeAP,
 		keys:         keys{prefix: opt.prefix()},
 		node:         opt.NodeID,
 		metrics:      m,
@@ -187,7 +204,7 @@ func (s *Store) PutBinding(ctx context.Context, b store.Binding, max int) (repla
 		}
 		args = append(args, s.keys.tokenPrefix(), link, s.keys.events(), put, head, tail, s.keys.msgAOR(b.AOR), putNone)
 	}
-	res, err := script.Run(ctx, s.client, scriptKeys, args...).Slice()
+	res, err := script.Run(ctx, s.puts, scriptKeys, args...).Slice()
 	if err != nil {
 		return false, fail("put binding", err)
 	}
@@ -687,6 +704,9 @@ func (s *Store) Close() error {
 		close(s.done)
 		s.mu.Unlock()
 		s.subs.Wait()
+		if s.closeAP != nil {
+			_ = s.closeAP()
+		}
 		if err := s.client.Close(); err != nil {
 			s.closeErr = fmt.Errorf("redis store: close: %w", err)
 			s.metrics.Observe(store.OpClose, err)
