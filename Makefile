@@ -94,7 +94,7 @@ bench:
 	$(GO) test -run '^$$' -bench . -benchmem ./proxy/... ./registrar/... | tee bench-results/go-bench.txt
 	SIPWAKE_BENCH_OUT=$(CURDIR)/bench-results $(GO) test -tags sipbench -run '^TestSIPpLoad$$' -count=1 -timeout 20m -v ./cmd/sipwake/internal/bench
 
-# Only the SIPp load comparison; SIPWAKE_BENCH_ONLY=invite|register and the
+# Only the SIPp load comparison; SIPWAKE_BENCH_ONLY=invite|register|register-uas and the
 # other knobs in cmd/sipwake/internal/bench/doc.go narrow it further.
 bench-sipp:
 	@mkdir -p bench-results

@@ -58,6 +58,7 @@
 //	SIPWAKE_BENCH_DEVICES         pbx-to-device: devices registered per path (500)
 //	SIPWAKE_BENCH_REGISTER_STORE  sipwake's store in the REGISTER test: redis (default) or embedded
 //	SIPWAKE_BENCH_BINARY          a prebuilt sipwake instead of building ./cmd/sipwake
+//	SIPWAKE_BENCH_GOMAXPROCS      sipwake's GOMAXPROCS (default: the number of CPUs)
 //	SIPWAKE_BENCH_KEEP_GOING      "1": run every rate even after a failed or saturated run
 //	                              (overload figures; the highest passing rate is still the
 //	                              one below the first failure)

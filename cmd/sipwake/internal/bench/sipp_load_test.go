@@ -239,7 +239,7 @@ func (b *bench) inviteTest(t *testing.T, until time.Time) {
 	targets := []*target{kam, sw}
 	b.printf("\n== stateful INVITE calls: SIPp UAC (%s) -> proxy -> SIPp UAS (%s:%d) ==\n", clientIP, peerIP, uasPort)
 	b.printf("one call = INVITE/180/200, ACK, BYE/200 through the proxy, 0 ms hold; kamailio: tm + rr, %d UDP workers, -m 1536;\n"+
-		"sipwake: %s, embedded store, log.level warn, GOMAXPROCS=%d.\n", kamChildren, b.sipwake, runtime.NumCPU())
+		"sipwake: %s, embedded store, log.level warn, GOMAXPROCS=%s.\n", kamChildren, b.sipwake, b.gomaxprocs())
 	uacPort := freePort(t, clientIP, "udp")
 	b.idle(targets)
 	b.step(t, "invite", targets, b.set.inviteRates, until, func(tg *target, rate int) []string {
@@ -290,8 +290,8 @@ func (b *bench) registerTest(t *testing.T, until time.Time) {
 	targets := []*target{pbxT, sw}
 	b.printf("\n== REGISTER + digest auth: SIPp (%s) -> Kamailio PBX (%s) directly, or -> sipwake (%s store) -> the same PBX ==\n", clientIP, pbx.UDPAddr, storeName)
 	b.printf("one call = REGISTER/401/REGISTER(auth)/200; %d distinct users per path (sequential -inf), Contact with RFC 8599 push params;\n"+
-		"PBX: testpeers Kamailio registrar (htable users, usrloc in memory), Quiet, %d UDP workers, -m 256; redis-server %s.\n",
-		b.set.users, kamChildren, redisAddr)
+		"PBX: testpeers Kamailio registrar (htable users, usrloc in memory), Quiet, %d UDP workers, -m 256; redis-server %s;\n"+
+		"sipwake GOMAXPROCS=%s.\n", b.set.users, kamChildren, redisAddr, b.gomaxprocs())
 	port := freePort(t, clientIP, "udp")
 	b.idle(targets)
 	b.step(t, "register", targets, b.set.registerRates, until, func(tg *target, rate int) []string {
@@ -333,7 +333,7 @@ func (b *bench) registerUASTest(t *testing.T, until time.Time) {
 	b.printf("\n== REGISTER + digest auth: SIPp (%s) -> proxy -> SIPp registrar UAS (%s:%d) ==\n", clientIP, peerIP, uasPort)
 	b.printf("one call = REGISTER/401/REGISTER(auth)/200; %d distinct users per path (sequential -inf), Contact with RFC 8599 push params;\n"+
 		"the UAS challenges and verifies every registration (uas_register.xml); kamailio: tm, %d UDP workers, -m 1536;\n"+
-		"sipwake: redis store (redis-server %s), log.level warn.\n", b.set.users, kamChildren, redisAddr)
+		"sipwake: redis store (redis-server %s), log.level warn, GOMAXPROCS=%s.\n", b.set.users, kamChildren, redisAddr, b.gomaxprocs())
 	port := freePort(t, clientIP, "udp")
 	b.idle(targets)
 	b.step(t, "register-uas", targets, b.set.registerRates, until, func(tg *target, rate int) []string {
@@ -658,15 +658,27 @@ func (b *bench) startSipwake(t *testing.T, test string, o sipwakeOpts) *target {
 }
 
 // cleanEnv is the environment without SIPWAKE_* (which would override the
-// generated config).
+// generated config), with GOMAXPROCS from SIPWAKE_BENCH_GOMAXPROCS when
+// set.
 func cleanEnv() []string {
 	var env []string
 	for _, kv := range os.Environ() {
-		if !strings.HasPrefix(kv, "SIPWAKE_") {
+		if !strings.HasPrefix(kv, "SIPWAKE_") && !strings.HasPrefix(kv, "GOMAXPROCS=") {
 			env = append(env, kv)
 		}
 	}
+	if v := os.Getenv("SIPWAKE_BENCH_GOMAXPROCS"); v != "" {
+		env = append(env, "GOMAXPROCS="+v)
+	}
 	return env
+}
+
+// gomaxprocs is sipwake's GOMAXPROCS in the runs, for the report.
+func (b *bench) gomaxprocs() string {
+	if v := os.Getenv("SIPWAKE_BENCH_GOMAXPROCS"); v != "" {
+		return v + " (SIPWAKE_BENCH_GOMAXPROCS)"
+	}
+	return strconv.Itoa(runtime.NumCPU())
 }
 
 // startUAS starts the answering SIPp UAS (uas_call.xml) on ip:port.
