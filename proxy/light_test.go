@@ -151,3 +151,36 @@ func FuzzTopViaBranch(f *testing.F) {
 		}
 	})
 }
+
+// TestLightSweep: the janitor frees what is due, keeps the rest in order,
+// and reuses the front of its queue.
+func TestLightSweep(t *testing.T) {
+	var lt lightTable
+	t0 := time.Now()
+	add := func(i int, at time.Time) {
+		tx := &lightServerTx{key: "k" + itoa(i)}
+		lt.servers.Store(tx.key, tx)
+		lt.queue = append(lt.queue, lightExpiry{at: at, server: tx})
+	}
+	for i := range 3000 {
+		add(i, t0.Add(time.Duration(i)*time.Millisecond))
+	}
+	lt.sweep(t0.Add(1999 * time.Millisecond))
+	if s, _ := lt.pending(); s != 1000 {
+		t.Fatalf("after the first sweep %d kept, want 1000", s)
+	}
+	if lt.head != 0 || len(lt.queue) != 1000 || lt.queue[0].server.key != "k2000" {
+		t.Fatalf("queue not compacted: head %d, len %d", lt.head, len(lt.queue))
+	}
+	// A transaction replaced under the same key is not removed with the
+	// old one.
+	newer := &lightServerTx{key: "k2000"}
+	lt.servers.Store("k2000", newer)
+	lt.sweep(t0.Add(time.Hour))
+	if v, ok := lt.servers.Load("k2000"); !ok || v != newer {
+		t.Fatal("the newer transaction under a reused key was removed")
+	}
+	if s, _ := lt.pending(); s != 1 || lt.head != 1000 {
+		t.Fatalf("after the last sweep: %d kept, head %d", s, lt.head)
+	}
+}

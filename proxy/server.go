@@ -106,13 +106,18 @@ type Server struct {
 	branches sync.Map // branch key -> chan *sip.Response, see tapResponse
 	light    lightTable
 	resolver udpResolver
-	timerF   atomic.Int64 // light client transactions' timeout (Timer F), ns
-	handler  Handler
-	modules  []Module
-	ready    []Readier
-	mu       sync.Mutex
-	lns      []*listener
-	ownHosts map[string]struct{}
+	// lightJobs hands light requests to idle workers (unbuffered);
+	// lightQuit, closed by Stop, ends the idle ones.
+	lightJobs chan lightJob
+	lightQuit chan struct{}
+	quitOnce  sync.Once
+	timerF    atomic.Int64 // light client transactions' timeout (Timer F), ns
+	handler   Handler
+	modules   []Module
+	ready     []Readier
+	mu        sync.Mutex
+	lns       []*listener
+	ownHosts  map[string]struct{}
 
 	started  atomic.Bool
 	draining atomic.Bool
@@ -144,7 +149,8 @@ func New(cfg Config) (*Server, error) {
 	if len(cfg.Listen) == 0 {
 		return nil, errors.New("proxy: no listener configured")
 	}
-	s := &Server{cfg: cfg, log: cfg.Logger, ownHosts: map[string]struct{}{}}
+	s := &Server{cfg: cfg, log: cfg.Logger, ownHosts: map[string]struct{}{},
+		lightJobs: make(chan lightJob), lightQuit: make(chan struct{})}
 	s.timerF.Store(int64(sip.Timer_F))
 	s.flows.key = cfg.FlowKey
 	if len(s.flows.key) == 0 {
@@ -548,6 +554,7 @@ func (s *Server) Stop(ctx context.Context) error {
 	if s.janitorStop != nil {
 		s.janitorStop()
 	}
+	s.quitOnce.Do(func() { close(s.lightQuit) })
 	for i := len(s.modules) - 1; i >= 0; i-- {
 		if st, ok := s.modules[i].(Stopper); ok {
 			if err := st.Stop(ctx); err != nil {
