@@ -133,7 +133,7 @@ func (r *Request) Server() *Server { return r.srv }
 // log nothing at the configured level.
 func (r *Request) Log() *zap.Logger {
 	r.logOnce.Do(func() {
-		r.log = r.srv.log.WithLazy(RequestFields(r.Msg, r.Source, r.Transport)...)
+		r.log = r.srv.log.WithLazy(zap.Inline(requestFields{r.Msg, r.Source, r.Transport}))
 	})
 	return r.log
 }

@@ -75,8 +75,36 @@ func RequestFields(req *sip.Request, src, transport string) []zap.Field {
 	if cs := req.CSeq(); cs != nil {
 		fs = append(fs, zap.Uint32(FieldCSeq, cs.SeqNo))
 	}
-	fs = append(fs, zap.String(FieldSrc, src), zap.String(FieldTransport, strings.ToLower(transport)))
+	fs = append(fs, zap.String(FieldSrc, src), zap.String(FieldTransport, lowerTransport(transport)))
 	return fs
+}
+
+// requestFields are RequestFields worked out only when a line is written:
+// most transactions log nothing at the configured level.
+type requestFields struct {
+	req            *sip.Request
+	src, transport string
+}
+
+func (f requestFields) MarshalLogObject(enc zapcore.ObjectEncoder) error {
+	for _, fd := range RequestFields(f.req, f.src, f.transport) {
+		fd.AddTo(enc)
+	}
+	return nil
+}
+
+// lowerTransport is the transport name as logged, without an allocation
+// for the usual ones.
+func lowerTransport(tp string) string {
+	switch tp {
+	case "UDP", "udp":
+		return "udp"
+	case "TCP", "tcp":
+		return "tcp"
+	case "TLS", "tls":
+		return "tls"
+	}
+	return strings.ToLower(tp)
 }
 
 // slogBridge sends sipgo's slog records to zap. sipgo logs raw messages

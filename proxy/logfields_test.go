@@ -3,6 +3,11 @@ package proxy
 import (
 	"strings"
 	"testing"
+
+	"github.com/emiago/sipgo/sip"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+	"go.uber.org/zap/zaptest/observer"
 )
 
 func TestMask(t *testing.T) {
@@ -30,6 +35,32 @@ func TestMaskAuthorization(t *testing.T) {
 	for _, keep := range []string{"Digest", `username="1001"`, `realm="pbx.test"`} {
 		if !strings.Contains(got, keep) {
 			t.Errorf("masked value %q lost %q", got, keep)
+		}
+	}
+}
+
+// TestRequestLogFields: a transaction's logger carries call_id, method,
+// cseq, src and transport on every line it writes.
+func TestRequestLogFields(t *testing.T) {
+	core, logs := observer.New(zapcore.DebugLevel)
+	m, err := sip.ParseMessage([]byte("REGISTER sip:pbx.test SIP/2.0\r\nVia: SIP/2.0/UDP 10.0.0.1:5060;branch=z9hG4bK-1\r\n" +
+		"From: <sip:1001@pbx.test>;tag=a\r\nTo: <sip:1001@pbx.test>\r\nCall-ID: cid-1\r\nCSeq: 7 REGISTER\r\nContent-Length: 0\r\n\r\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := &Request{Msg: m.(*sip.Request), Source: "10.0.0.1:5060", Transport: "UDP", srv: &Server{log: zap.New(core)}}
+	r.Log().Info("one")
+	r.Log().Warn("two")
+	if logs.Len() != 2 {
+		t.Fatalf("%d lines", logs.Len())
+	}
+	for _, e := range logs.All() {
+		got := e.ContextMap()
+		want := map[string]any{FieldCallID: "cid-1", FieldMethod: "REGISTER", FieldCSeq: uint32(7), FieldSrc: "10.0.0.1:5060", FieldTransport: "udp"}
+		for k, v := range want {
+			if got[k] != v {
+				t.Errorf("%s: %s = %v (%T), want %v", e.Message, k, got[k], got[k], v)
+			}
 		}
 	}
 }
