@@ -92,13 +92,13 @@ lint:
 bench:
 	@mkdir -p bench-results
 	$(GO) test -run '^$$' -bench . -benchmem ./proxy/... ./registrar/... | tee bench-results/go-bench.txt
-	SIPWAKE_BENCH_OUT=$(CURDIR)/bench-results $(GO) test -tags sipbench -run '^TestSIPpLoad$$' -count=1 -timeout 20m -v ./cmd/sipwake/internal/bench
+	SIPWAKE_BENCH_OUT=$(CURDIR)/bench-results $(GO) test -tags sipbench -run '^TestSIPpLoad$$' -count=1 -timeout 30m -v ./cmd/sipwake/internal/bench
 
 # Only the SIPp load comparison; SIPWAKE_BENCH_ONLY=invite|register|register-uas and the
 # other knobs in cmd/sipwake/internal/bench/doc.go narrow it further.
 bench-sipp:
 	@mkdir -p bench-results
-	SIPWAKE_BENCH_OUT=$(CURDIR)/bench-results $(GO) test -tags sipbench -run '^TestSIPpLoad$$' -count=1 -timeout 20m -v ./cmd/sipwake/internal/bench
+	SIPWAKE_BENCH_OUT=$(CURDIR)/bench-results $(GO) test -tags sipbench -run '^TestSIPpLoad$$' -count=1 -timeout 30m -v ./cmd/sipwake/internal/bench
 
 # On-behalf capacity: how many accounts one node keeps registered at a
 # Kamailio granting 60 s, CPU and store operations per refresh

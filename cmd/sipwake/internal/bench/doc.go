@@ -31,14 +31,13 @@
 //   - REGISTER with digest authentication of 10,000 users against a
 //     Kamailio registrar (the testpeers PBX on 127.0.0.2), sent to it
 //     directly or through sipwake on the Redis store;
-//   - REGISTER to a cheap registrar (register-uas, only when
-//     SIPWAKE_BENCH_ONLY names it): the same REGISTER load through a proxy
-//     to a SIPp UAS that challenges, verifies the digest and answers 200
-//     (testdata/uas_register.xml), the proxy being Kamailio (tm, as in the
-//     invite test) or sipwake on Redis. Behind the Kamailio registrar the
-//     PBX itself needs about half of a core at 2,500 registrations/s, so
-//     on a small machine that test measures the PBX as much as the proxy;
-//     this one measures the proxy.
+//   - REGISTER to a cheap registrar (register-uas): the same REGISTER
+//     load through a proxy to a SIPp UAS that challenges, verifies the
+//     digest and answers 200 (testdata/uas_register.xml), the proxy being
+//     Kamailio (tm, as in the invite test) or sipwake on Redis. Behind the
+//     Kamailio registrar the PBX itself needs about half of a core at
+//     2,500 registrations/s, so on a small machine that test measures the
+//     PBX as much as the proxy; this one measures the proxy.
 //
 // Each run is bounded (count and SIPp timeout); it reports the rate
 // reached, failed calls, the CPU of the proxy's processes (utime+stime
@@ -51,10 +50,10 @@
 //	SIPWAKE_BENCH_REGISTER_RATES  REGISTER rates ("1000 2000 3000 5000 8000 10000 12000 15000")
 //	SIPWAKE_BENCH_AFTER           wait before the after-load memory sample (10s)
 //	SIPWAKE_BENCH_SETTLE          sipwake's last memory sample, after its last run (40s)
-//	SIPWAKE_BENCH_BUDGET          wall-clock budget of the whole test (12m); rates that
+//	SIPWAKE_BENCH_BUDGET          wall-clock budget of the whole test (18m); rates that
 //	                              would not fit are skipped and reported as such
 //	SIPWAKE_BENCH_ONLY            the tests to run, among invite, pbx-to-device, register and register-uas
-//	                              (comma or space separated; default "invite register")
+//	                              (comma or space separated; default "invite register register-uas")
 //	SIPWAKE_BENCH_DEVICES         pbx-to-device: devices registered per path (500)
 //	SIPWAKE_BENCH_REGISTER_STORE  sipwake's store in the REGISTER test: redis (default) or embedded
 //	SIPWAKE_BENCH_BINARY          a prebuilt sipwake instead of building ./cmd/sipwake
