@@ -143,6 +143,10 @@ func (s *Server) lightRequest(p sip.TransportReadProps, data []byte) bool {
 		prev.(*lightServerTx).retransmitted()
 		return true
 	}
+	// Counted from here, not when a worker picks it up, so that Drain
+	// never finds the proxy idle while a request waits for a worker.
+	s.inflight.Add(1)
+	s.received.Add(1)
 	s.runLight(lightJob{req: req, tx: tx})
 	return true
 }
@@ -183,10 +187,9 @@ func (s *Server) lightWorker(j lightJob) {
 	}
 }
 
-// serveLight runs the chain for a request on a light transaction.
+// serveLight runs the chain for a request on a light transaction (counted
+// in flight by lightRequest).
 func (s *Server) serveLight(req *sip.Request, tx *lightServerTx) {
-	s.inflight.Add(1)
-	s.received.Add(1)
 	r := &Request{Msg: req, Tx: tx, Received: time.Now(), Transport: "UDP", Source: tx.source, srv: s, light: true}
 	s.metrics.request(req.Method, dirIn)
 	r.Trusted = s.trusted(r.Source)

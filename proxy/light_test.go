@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"context"
 	"strings"
 	"testing"
 	"time"
@@ -182,5 +183,40 @@ func TestLightSweep(t *testing.T) {
 	}
 	if s, _ := lt.pending(); s != 1 || lt.head != 1000 {
 		t.Fatalf("after the last sweep: %d kept, head %d", s, lt.head)
+	}
+}
+
+// TestLightRegisterDrain: a drain waits for a REGISTER in flight on a
+// light transaction, and a new one meanwhile gets 503.
+func TestLightRegisterDrain(t *testing.T) {
+	tb := newTestBed(t)
+	dev := proxytest.NewUDP(t, "")
+	dev.Send(tb.udp, register(dev, "light-drain-1"))
+	in := tb.pbx.ExpectRequest(wait, sip.REGISTER)
+	drained := make(chan error, 1)
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		drained <- tb.srv.Drain(ctx)
+	}()
+	select {
+	case err := <-drained:
+		t.Fatalf("Drain returned (%v) with a REGISTER in flight", err)
+	case <-time.After(300 * time.Millisecond):
+	}
+	other := proxytest.NewUDP(t, "")
+	other.Send(tb.udp, register(other, "light-drain-2"))
+	if res := other.ExpectResponse(wait, 503); res.GetHeader("Retry-After") == nil {
+		t.Fatal("503 without Retry-After")
+	}
+	tb.pbx.Reply(tb.udp, in, 200, "OK", "Contact: <sip:1001@"+dev.Addr()+">;expires=600")
+	dev.ExpectResponse(wait, 200)
+	select {
+	case err := <-drained:
+		if err != nil {
+			t.Fatalf("Drain: %v", err)
+		}
+	case <-time.After(wait):
+		t.Fatal("Drain did not return after the REGISTER was answered")
 	}
 }
