@@ -60,7 +60,7 @@ type Branch struct {
 // before forking.
 func (r *Request) Fork(ctx context.Context, opt ForwardOptions, events chan<- BranchEvent) (*Branch, error) {
 	s := r.srv
-	out, tp, err := s.outgoing(r, opt)
+	out, tp, _, err := s.outgoing(r, opt)
 	if err != nil {
 		if errors.Is(err, errFlowGone) {
 			return nil, ErrFlowGone

@@ -49,7 +49,7 @@ func (s *Server) forward(ctx context.Context, r *Request, opt ForwardOptions) {
 		return
 	}
 	t := opt.Target
-	out, tp, err := s.outgoing(r, opt)
+	out, tp, raw, err := s.outgoing(r, opt)
 	if err != nil {
 		var fe *forwardError
 		if errors.As(err, &fe) {
@@ -77,7 +77,7 @@ func (s *Server) forward(ctx context.Context, r *Request, opt ForwardOptions) {
 	)
 	err = errNoLight
 	if r.light && tp == "UDP" && !out.IsInvite() && out.Method != sip.CANCEL {
-		tx, responses, release, err = s.launchLight(out)
+		tx, responses, release, err = s.launchLight(out, raw)
 	}
 	if errors.Is(err, errNoLight) {
 		tx, responses, release, err = s.launch(out, tp)
@@ -124,26 +124,30 @@ var errFlowGone = &forwardError{480, "Temporarily Unavailable", `399 sipwake "de
 // transport: TCP instead of UDP for a large request to a non-device hop
 // (RFC 3261 §18.1.1). A device flow that no longer exists gives
 // errFlowGone.
-func (s *Server) outgoing(r *Request, opt ForwardOptions) (*sip.Request, string, error) {
+//
+// raw is out serialised when the size check needed it (else nil).
+func (s *Server) outgoing(r *Request, opt ForwardOptions) (out *sip.Request, tp string, raw []byte, err error) {
 	t := opt.Target
-	tp := strings.ToUpper(t.Transport)
+	tp = strings.ToUpper(t.Transport)
 	if tp == "" {
 		tp = "UDP"
 	}
-	out, err := s.buildForward(r, opt, tp)
+	out, err = s.buildForward(r, opt, tp)
 	if err != nil {
-		return nil, tp, err
+		return nil, tp, nil, err
 	}
-	if tp == "UDP" && !t.Flow && s.listenerFor("TCP") != nil && encodedLen(out) > maxUDPRequest {
-		tp = "TCP"
-		if out, err = s.buildForward(r, opt, tp); err != nil {
-			return nil, tp, err
+	if tp == "UDP" && !t.Flow && s.listenerFor("TCP") != nil {
+		if raw = encode(out); len(raw) > maxUDPRequest {
+			tp, raw = "TCP", nil
+			if out, err = s.buildForward(r, opt, tp); err != nil {
+				return nil, tp, nil, err
+			}
 		}
 	}
 	if t.Flow && tp != "UDP" && !s.FlowAlive(tp, t.Dest) {
-		return nil, tp, errFlowGone
+		return nil, tp, nil, errFlowGone
 	}
-	return out, tp, nil
+	return out, tp, raw, nil
 }
 
 // FlowAlive reports whether this node holds a connection over transport
@@ -286,7 +290,12 @@ func (s *Server) buildForward(r *Request, opt ForwardOptions, tp string) (*sip.R
 	if l == nil {
 		return nil, errors.New("proxy: no listener for transport " + tp)
 	}
-	out := req.Clone()
+	var out *sip.Request
+	if r.light {
+		out = shallowCopy(req)
+	} else {
+		out = req.Clone()
+	}
 	if t.URI != nil {
 		out.Recipient = *t.URI.Clone()
 	}
@@ -306,6 +315,26 @@ func (s *Server) buildForward(r *Request, opt ForwardOptions, tp string) (*sip.R
 		}
 	}
 	return out, nil
+}
+
+// shallowCopy copies a request on a light transaction for forwarding: the
+// copy shares the header values, which neither the forwarder nor the
+// registrar's Prepare edit in place (they add, remove and replace
+// headers), except Max-Forwards, which gets a value of its own. Nothing
+// else reads the request concurrently, and the copy is serialised before
+// the handler goes on.
+func shallowCopy(req *sip.Request) *sip.Request {
+	out := sip.NewRequest(req.Method, req.Recipient)
+	out.SipVersion = req.SipVersion
+	for _, h := range req.Headers() {
+		if mf, ok := h.(*sip.MaxForwardsHeader); ok {
+			v := *mf
+			h = &v
+		}
+		out.AppendHeader(h)
+	}
+	out.SetBody(req.Body())
+	return out
 }
 
 // addressOut puts our Via (branch = branchPrefix + branch, rport) on top

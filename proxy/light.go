@@ -347,8 +347,9 @@ var _ sip.ClientTransaction = (*lightClientTx)(nil)
 var errNoLight = errors.New("proxy: no light transaction for this request")
 
 // launchLight sends out, a non-INVITE request over UDP, on a light client
-// transaction. It returns the same values as launch.
-func (s *Server) launchLight(out *sip.Request) (sip.ClientTransaction, chan *sip.Response, func(), error) {
+// transaction; raw, when not nil, is out already serialised. It returns
+// the same values as launch.
+func (s *Server) launchLight(out *sip.Request, raw []byte) (sip.ClientTransaction, chan *sip.Response, func(), error) {
 	l := s.listenerFor("UDP")
 	via := out.Via()
 	if l == nil || l.pc == nil || via == nil {
@@ -362,9 +363,12 @@ func (s *Server) launchLight(out *sip.Request) (sip.ClientTransaction, chan *sip
 	if err != nil {
 		return nil, nil, nil, err
 	}
+	if raw == nil {
+		raw = encode(out)
+	}
 	t := &lightClientTx{
 		srv: s, branch: branch, method: out.Method, pc: l.pc, to: to,
-		data:      encode(out),
+		data:      raw,
 		responses: make(chan *sip.Response, 8),
 		interval:  sip.T1,
 		deadline:  time.Now().Add(time.Duration(s.timerF.Load())),
@@ -594,18 +598,6 @@ func encode(m sip.Message) []byte {
 		encBufs.Put(buf)
 	}
 	return b
-}
-
-// encodedLen is the size of m serialised.
-func encodedLen(m sip.Message) int {
-	buf := encBufs.Get().(*bytes.Buffer)
-	buf.Reset()
-	m.StringWrite(buf)
-	n := buf.Len()
-	if buf.Cap() <= 64<<10 {
-		encBufs.Put(buf)
-	}
-	return n
 }
 
 // udpAddr turns "host:port" into a UDP address: literal addresses at

@@ -220,3 +220,33 @@ func TestLightRegisterDrain(t *testing.T) {
 		t.Fatal("Drain did not return after the REGISTER was answered")
 	}
 }
+
+// TestShallowCopy: what the forwarder and the registrar do to the copy
+// of a light request leaves the request itself as received.
+func TestShallowCopy(t *testing.T) {
+	m, err := sip.ParseMessage([]byte("REGISTER sip:pbx.test SIP/2.0\r\nVia: SIP/2.0/UDP 10.0.0.1:5060;branch=z9hG4bK-1\r\n" +
+		"Max-Forwards: 70\r\nFrom: <sip:1001@pbx.test>;tag=a\r\nTo: <sip:1001@pbx.test>\r\nCall-ID: cid-1\r\nCSeq: 7 REGISTER\r\n" +
+		"Contact: <sip:1001@10.0.0.1:5060;pn-prid=tok>\r\nExpires: 600\r\nContent-Length: 0\r\n\r\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	req := m.(*sip.Request)
+	before := req.String()
+	out := shallowCopy(req)
+	out.MaxForwards().Dec()
+	for out.RemoveHeader("Contact") {
+	}
+	out.RemoveHeader("Expires")
+	out.AppendHeader(&sip.ContactHeader{Address: sip.Uri{Scheme: "sip", User: "x", Host: "sw.test"}})
+	out.PrependHeader(&sip.ViaHeader{ProtocolName: "SIP", ProtocolVersion: "2.0", Transport: "UDP", Host: "sw.test", Params: sip.NewParams()})
+	out.Recipient = sip.Uri{Scheme: "sip", Host: "pbx.internal"}
+	if got := req.String(); got != before {
+		t.Fatalf("request changed by editing its copy:\n%s\nwas:\n%s", got, before)
+	}
+	if mf := out.MaxForwards(); mf == nil || *mf != 69 {
+		t.Fatalf("copy's Max-Forwards %v", mf)
+	}
+	if c := out.Contact(); c == nil || c.Address.User != "x" {
+		t.Fatalf("copy's Contact %v", c)
+	}
+}
