@@ -4,7 +4,6 @@ import (
 	"errors"
 	"net"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/emiago/sipgo/sip"
@@ -30,7 +29,7 @@ func (s *Server) AdoptRequest(raw []byte, source, transport string) (*Request, e
 	tp := strings.ToUpper(transport)
 	req.SetTransport(tp)
 	req.SetSource(source)
-	tx := &statelessTx{srv: s, done: make(chan struct{})}
+	tx := &statelessTx{srv: s, txEnd: newTxEnd()}
 	r := &Request{Msg: req, Tx: tx, Received: time.Now(), Transport: tp, Source: source, srv: s}
 	r.Trusted = s.trusted(source)
 	s.inflight.Add(1)
@@ -47,11 +46,8 @@ func (s *Server) AdoptRequest(raw []byte, source, transport string) (*Request, e
 // statelessTx stands in for the server transaction of an adopted request:
 // responses go straight to the transport, towards the request's top Via.
 type statelessTx struct {
-	srv  *Server
-	once sync.Once
-	mu   sync.Mutex
-	done chan struct{}
-	onT  []sip.FnTxTerminate
+	srv *Server
+	txEnd
 }
 
 var _ sip.ServerTransaction = (*statelessTx)(nil)
@@ -84,28 +80,4 @@ func (t *statelessTx) Respond(res *sip.Response) error {
 
 func (t *statelessTx) Acks() <-chan *sip.Request    { return nil }
 func (t *statelessTx) OnCancel(sip.FnTxCancel) bool { return true }
-func (t *statelessTx) Done() <-chan struct{}        { return t.done }
-func (t *statelessTx) Err() error                   { return nil }
-func (t *statelessTx) OnTerminate(f sip.FnTxTerminate) bool {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	select {
-	case <-t.done:
-		return false
-	default:
-	}
-	t.onT = append(t.onT, f)
-	return true
-}
-
-func (t *statelessTx) Terminate() {
-	t.once.Do(func() {
-		t.mu.Lock()
-		close(t.done)
-		fs := t.onT
-		t.mu.Unlock()
-		for _, f := range fs {
-			f("", nil)
-		}
-	})
-}
+func (t *statelessTx) Terminate()                   { t.end("", nil) }

@@ -138,7 +138,7 @@ func (s *Server) lightRequest(p sip.TransportReadProps, data []byte) bool {
 	src := p.RemoteAddr.String()
 	req.SetTransport("UDP")
 	req.SetSource(src)
-	tx := &lightServerTx{srv: s, key: key, pc: l.pc, source: src, done: make(chan struct{})}
+	tx := &lightServerTx{srv: s, key: key, pc: l.pc, source: src, txEnd: newTxEnd()}
 	if prev, loaded := s.light.servers.LoadOrStore(key, tx); loaded {
 		prev.(*lightServerTx).retransmitted()
 		return true
@@ -236,9 +236,7 @@ type lightServerTx struct {
 	lastTo    net.Addr
 	completed bool
 
-	once sync.Once
-	done chan struct{}
-	onT  []sip.FnTxTerminate
+	txEnd
 }
 
 var _ sip.ServerTransaction = (*lightServerTx)(nil)
@@ -287,32 +285,7 @@ func (t *lightServerTx) retransmitted() {
 
 func (t *lightServerTx) Acks() <-chan *sip.Request    { return nil }
 func (t *lightServerTx) OnCancel(sip.FnTxCancel) bool { return true } // non-INVITE: no CANCEL
-func (t *lightServerTx) Done() <-chan struct{}        { return t.done }
-func (t *lightServerTx) Err() error                   { return nil }
-
-func (t *lightServerTx) OnTerminate(f sip.FnTxTerminate) bool {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	select {
-	case <-t.done:
-		return false
-	default:
-	}
-	t.onT = append(t.onT, f)
-	return true
-}
-
-func (t *lightServerTx) Terminate() {
-	t.once.Do(func() {
-		t.mu.Lock()
-		close(t.done)
-		fs := t.onT
-		t.mu.Unlock()
-		for _, f := range fs {
-			f(t.key, nil)
-		}
-	})
-}
+func (t *lightServerTx) Terminate()                   { t.end(t.key, nil) }
 
 // lightClientTx is a non-INVITE client transaction over UDP (RFC 3261
 // §17.1.2): the request is sent again after T1, doubling up to T2 (every
@@ -333,11 +306,8 @@ type lightClientTx struct {
 	interval  time.Duration
 	deadline  time.Time
 	timer     *time.Timer
-	err       error
 
-	once sync.Once
-	done chan struct{}
-	onT  []sip.FnTxTerminate
+	txEnd
 }
 
 var _ sip.ClientTransaction = (*lightClientTx)(nil)
@@ -372,7 +342,7 @@ func (s *Server) launchLight(out *sip.Request, raw []byte) (sip.ClientTransactio
 		responses: make(chan *sip.Response, 8),
 		interval:  sip.T1,
 		deadline:  time.Now().Add(time.Duration(s.timerF.Load())),
-		done:      make(chan struct{}),
+		txEnd:     newTxEnd(),
 	}
 	// Should a response escape the read filter's quick look at its Via
 	// (an unusual spelling), sipgo parses it and the response tap still
@@ -457,41 +427,10 @@ func (t *lightClientTx) stop() {
 	t.mu.Unlock()
 }
 
-func (t *lightClientTx) terminate(err error) {
-	t.once.Do(func() {
-		t.mu.Lock()
-		t.err = err
-		close(t.done)
-		fs := t.onT
-		t.mu.Unlock()
-		for _, f := range fs {
-			f(t.branch, err)
-		}
-	})
-}
-
+func (t *lightClientTx) terminate(err error)                    { t.end(t.branch, err) }
 func (t *lightClientTx) Terminate()                             { t.stop(); t.terminate(nil) }
-func (t *lightClientTx) Done() <-chan struct{}                  { return t.done }
 func (t *lightClientTx) Responses() <-chan *sip.Response        { return t.responses }
 func (t *lightClientTx) OnRetransmission(sip.FnTxResponse) bool { return false }
-
-func (t *lightClientTx) Err() error {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	return t.err
-}
-
-func (t *lightClientTx) OnTerminate(f sip.FnTxTerminate) bool {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	select {
-	case <-t.done:
-		return false
-	default:
-	}
-	t.onT = append(t.onT, f)
-	return true
-}
 
 // lightResponse hands a response to the light client transaction whose
 // branch its top Via carries (matched with the CSeq method, §17.1.3).
