@@ -86,7 +86,7 @@ lint:
 	$(GO) vet ./...
 
 # Go micro-benchmarks of the hot path (parse -> chain -> forward), then the
-# SIPp load comparison with Kamailio (cmd/sipwake/internal/bench, about 12
+# SIPp load comparison with Kamailio (cmd/sipwake/internal/bench, about 20
 # minutes, needs sipp, kamailio and redis-server). Numbers depend on the
 # machine: they go to stdout and bench-results/, none into the repository.
 bench:
