@@ -23,10 +23,9 @@ type activity interface {
 // returned to the OS gradually, so RSS would stay near its peak for
 // minutes. The trim runs once per idle period.
 func trimMemory(ctx context.Context, a activity, quiet time.Duration, log *zap.Logger) {
-	every := quiet / 3
-	if every > 5*time.Second {
-		every = 5 * time.Second
-	}
+	// Checked every second (two atomic loads), so that the trim comes at
+	// most a second after quiet, not up to a third of it later.
+	every := min(quiet/3, time.Second)
 	tick := time.NewTicker(every)
 	defer tick.Stop()
 	last := a.Requests()
