@@ -70,7 +70,7 @@ func (t *statelessTx) Respond(res *sip.Response) error {
 		if err != nil {
 			return err
 		}
-		_, err = l.pc.WriteTo([]byte(res.String()), ua)
+		_, err = l.pc.WriteTo(encode(res), ua)
 		return err
 	}
 	res.SetTransport(tp)

@@ -1,7 +1,6 @@
 package proxy
 
 import (
-	"context"
 	"strings"
 	"testing"
 	"time"
@@ -193,17 +192,7 @@ func TestLightRegisterDrain(t *testing.T) {
 	dev := proxytest.NewUDP(t, "")
 	dev.Send(tb.udp, register(dev, "light-drain-1"))
 	in := tb.pbx.ExpectRequest(wait, sip.REGISTER)
-	drained := make(chan error, 1)
-	go func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		drained <- tb.srv.Drain(ctx)
-	}()
-	select {
-	case err := <-drained:
-		t.Fatalf("Drain returned (%v) with a REGISTER in flight", err)
-	case <-time.After(300 * time.Millisecond):
-	}
+	drained := startDrain(t, tb.srv, "a REGISTER in flight")
 	other := proxytest.NewUDP(t, "")
 	other.Send(tb.udp, register(other, "light-drain-2"))
 	if res := other.ExpectResponse(wait, 503); res.GetHeader("Retry-After") == nil {

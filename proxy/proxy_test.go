@@ -428,17 +428,7 @@ func TestDrainLetsTransactionsFinish(t *testing.T) {
 	dev.Send(tb.udp, invite(dev, "sip:1002@pbx.test", "inflight1"))
 	in := tb.pbx.ExpectRequest(wait, sip.INVITE)
 
-	drained := make(chan error, 1)
-	go func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		drained <- tb.srv.Drain(ctx)
-	}()
-	select {
-	case err := <-drained:
-		t.Fatalf("Drain returned (%v) with a transaction in flight", err)
-	case <-time.After(300 * time.Millisecond):
-	}
+	drained := startDrain(t, tb.srv, "a transaction in flight")
 	other := proxytest.NewUDP(t, "")
 	other.Send(tb.udp, invite(other, "sip:1003@pbx.test", "new1"))
 	other.ExpectResponse(wait, 503)
@@ -474,6 +464,24 @@ func TestDrainLetsTransactionsFinish(t *testing.T) {
 	if n := tb.srv.Dialogs(); n != 0 {
 		t.Fatalf("Dialogs = %d after the BYE", n)
 	}
+}
+
+// startDrain starts srv.Drain and fails the test if it returns within
+// 300 ms, while what is still going on.
+func startDrain(t *testing.T, srv *Server, what string) <-chan error {
+	t.Helper()
+	drained := make(chan error, 1)
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		drained <- srv.Drain(ctx)
+	}()
+	select {
+	case err := <-drained:
+		t.Fatalf("Drain returned (%v) with %s", err, what)
+	case <-time.After(300 * time.Millisecond):
+	}
+	return drained
 }
 
 // TestCRLFKeepAlive: a double-CRLF ping on a TCP flow gets a CRLF pong

@@ -241,24 +241,24 @@ func (s *Server) Start(ctx context.Context) (err error) {
 			}
 		}
 	}
-	jctx, jcancel := context.WithCancel(context.Background())
-	s.janitorStop = jcancel
-	s.wg.Add(1)
-	go func() {
-		defer s.wg.Done()
-		s.janitor(jctx)
-	}()
+	s.janitorStop = s.background(s.janitor)
 	if s.upstream != nil && s.cfg.UpstreamProbe > 0 {
-		pctx, cancel := context.WithCancel(context.Background())
-		s.probeStop = cancel
-		s.wg.Add(1)
-		go func() {
-			defer s.wg.Done()
-			s.probeUpstream(pctx)
-		}()
+		s.probeStop = s.background(s.probeUpstream)
 	}
 	s.started.Store(true)
 	return nil
+}
+
+// background runs f on a goroutine Stop waits for; the returned function
+// ends f's context.
+func (s *Server) background(f func(context.Context)) context.CancelFunc {
+	ctx, cancel := context.WithCancel(context.Background())
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		f(ctx)
+	}()
+	return cancel
 }
 
 // probeUpstream sends the PBX an OPTIONS at once and then every

@@ -294,12 +294,18 @@ func (b *bench) registerTest(t *testing.T, until time.Time) {
 		"sipwake GOMAXPROCS=%s.\n", b.set.users, kamChildren, redisAddr, b.gomaxprocs())
 	port := freePort(t, clientIP, "udp")
 	b.idle(targets)
-	b.step(t, "register", targets, b.set.registerRates, until, func(tg *target, rate int) []string {
-		return []string{tg.addr, "-sf", b.scenario("register_auth.xml"), "-inf", tg.csv, "-key", "domain", pbx.Domain,
-			"-i", clientIP, "-p", strconv.Itoa(port), "-default_behaviors", "all,-bye"}
-	}, nil)
+	b.step(t, "register", targets, b.set.registerRates, until, b.registerArgs(pbx.Domain, port), nil)
 	b.table("register", targets)
 	b.logSummary(sw)
+}
+
+// registerArgs is the SIPp command of the REGISTER tests for a target:
+// register_auth.xml over the target's users file, from clientIP:port.
+func (b *bench) registerArgs(domain string, port int) func(*target, int) []string {
+	return func(tg *target, _ int) []string {
+		return []string{tg.addr, "-sf", b.scenario("register_auth.xml"), "-inf", tg.csv, "-key", "domain", domain,
+			"-i", clientIP, "-p", strconv.Itoa(port), "-default_behaviors", "all,-bye"}
+	}
 }
 
 // registerUASTest: REGISTER with digest auth through a proxy to a SIPp
@@ -336,10 +342,7 @@ func (b *bench) registerUASTest(t *testing.T, until time.Time) {
 		"sipwake: redis store (redis-server %s), log.level warn, GOMAXPROCS=%s.\n", b.set.users, kamChildren, redisAddr, b.gomaxprocs())
 	port := freePort(t, clientIP, "udp")
 	b.idle(targets)
-	b.step(t, "register-uas", targets, b.set.registerRates, until, func(tg *target, rate int) []string {
-		return []string{tg.addr, "-sf", b.scenario("register_auth.xml"), "-inf", tg.csv, "-key", "domain", callDomain,
-			"-i", clientIP, "-p", strconv.Itoa(port), "-default_behaviors", "all,-bye"}
-	}, func(t *testing.T) *proc {
+	b.step(t, "register-uas", targets, b.set.registerRates, until, b.registerArgs(callDomain, port), func(t *testing.T) *proc {
 		return b.startUASScenario(t, "uas_register.xml", peerIP, uasPort)
 	})
 	b.table("register-uas", targets)
