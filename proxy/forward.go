@@ -76,7 +76,7 @@ func (s *Server) forward(ctx context.Context, r *Request, opt ForwardOptions) {
 		release   func()
 	)
 	err = errNoLight
-	if r.light && tp == "UDP" && !out.IsInvite() && out.Method != sip.CANCEL {
+	if tp == "UDP" && (out.IsInvite() || r.light) && out.Method != sip.CANCEL {
 		tx, responses, release, err = s.launchLight(out, raw)
 	}
 	if errors.Is(err, errNoLight) {
@@ -449,13 +449,11 @@ func (s *Server) relay(r *Request, opt ForwardOptions, out *sip.Request, tx sip.
 				sendCancel(c.GetHeader("Reason"))
 			}
 		})
-		if ctx, ok := tx.(*sip.ClientTx); ok {
-			ctx.OnRetransmission(func(res *sip.Response) {
-				if res.IsSuccess() {
-					s.relay2xxRetransmission(r, opt, res)
-				}
-			})
-		}
+		tx.OnRetransmission(func(res *sip.Response) {
+			if res.IsSuccess() {
+				s.relay2xxRetransmission(r, opt, res)
+			}
+		})
 	}
 	var tc <-chan time.Time
 	var timer *time.Timer

@@ -12,27 +12,50 @@ import (
 	"github.com/emiago/sipgo/sip"
 )
 
-// Light transactions carry REGISTER over UDP: what a push gateway mostly
-// does, since every app refreshes its registration on every wake. For a
-// non-INVITE request over UDP the whole transaction state is small: on
-// the server side the final answer, resent when the request comes again;
-// on the client side the request, resent until an answer comes (Timers E
-// and F). sipgo's transaction layer runs every message on a goroutine of
-// its own through a state machine with several timers and keeps the
-// parsed request and answer; for REGISTER that machinery cost more CPU
-// than the relaying itself. The read filter hands such a request, and the
-// answers to the requests sent for it, to the light transactions below
-// instead; the handler chain runs unchanged on them.
+// Light transactions carry the non-INVITE requests that arrive over UDP:
+// REGISTER above all, what a push gateway mostly does since every app
+// refreshes its registration on every wake, and the BYE, OPTIONS,
+// MESSAGE... of every call and device. For a non-INVITE request over UDP
+// the whole transaction state is small: on the server side the final
+// answer, resent when the request comes again; on the client side the
+// request, resent until an answer comes (Timers E and F). sipgo's
+// transaction layer runs every message on a goroutine of its own through
+// a state machine with several timers and keeps the parsed request and
+// answer; for REGISTER that machinery cost more CPU than the relaying
+// itself. The read filter hands such a request, and the answers to the
+// requests sent for it, to the light transactions below instead; the
+// handler chain runs unchanged on them. INVITE, ACK and CANCEL, whose
+// transactions are tied together, stay with sipgo.
 //
 // A completed light transaction is kept for T4 (5 s), as the sipgo
 // transactions of this proxy are (see onRequest): a request retransmitted
-// later than that is handled again and the PBX answers it from its own
-// state.
+// later than that is handled again and the next hop answers it from its
+// own state.
 
 var (
-	lightPrefix    = []byte("REGISTER ")
 	responsePrefix = []byte("SIP/2.0 ")
+	ackPrefix      = []byte("ACK ")
 )
+
+// lightMethod reports whether data starts a request that a light
+// transaction takes: a method token other than INVITE, ACK and CANCEL,
+// then a space. Anything odd is left to sipgo and its error answers.
+func lightMethod(data []byte) bool {
+	i := bytes.IndexByte(data[:min(len(data), 24)], ' ')
+	if i <= 0 {
+		return false
+	}
+	for _, c := range data[:i] {
+		if c < 'A' || c > 'Z' {
+			return false
+		}
+	}
+	switch string(data[:i]) {
+	case "INVITE", "ACK", "CANCEL":
+		return false
+	}
+	return true
+}
 
 // lightTable holds the light transactions of a Server.
 type lightTable struct {
@@ -63,15 +86,20 @@ func (lt *lightTable) sweep(now time.Time) {
 	lt.mu.Lock()
 	defer lt.mu.Unlock()
 	for lt.head < len(lt.queue) && !lt.queue[lt.head].at.After(now) {
-		e := &lt.queue[lt.head]
+		e := lt.queue[lt.head]
+		lt.queue[lt.head] = lightExpiry{}
+		lt.head++
 		if e.server != nil {
 			lt.servers.CompareAndDelete(e.server.key, e.server)
 		}
-		if e.client != nil {
+		switch {
+		case e.client == nil:
+		case e.client.keep(now):
+			// Its CANCEL is out: wait for the 487, another T4.
+			lt.queue = append(lt.queue, lightExpiry{at: now.Add(sip.T4), client: e.client})
+		default:
 			lt.clients.CompareAndDelete(e.client.branch, e.client)
 		}
-		*e = lightExpiry{}
-		lt.head++
 	}
 	// Reuse the front once it is most of the slice.
 	if lt.head > 1024 && 2*lt.head > len(lt.queue) {
@@ -105,40 +133,26 @@ func (s *Server) janitor(ctx context.Context) {
 // lightRead takes a UDP datagram for a light transaction; it reports
 // false for anything else, which sipgo then handles as before.
 func (s *Server) lightRead(p sip.TransportReadProps, data []byte) bool {
-	switch {
-	case bytes.HasPrefix(data, lightPrefix):
-		return s.lightRequest(p, data)
-	case bytes.HasPrefix(data, responsePrefix):
+	if bytes.HasPrefix(data, responsePrefix) {
 		return s.lightResponse(p, data)
+	}
+	if lightMethod(data) {
+		return s.lightRequest(p, data)
+	}
+	if bytes.HasPrefix(data, ackPrefix) {
+		return s.lightAck(p, data)
 	}
 	return false
 }
 
 // lightRequest starts a light server transaction for the request, or
-// answers a retransmission of one from its state. A request the
-// transaction layer would reject (no Via, CSeq...) is left to it.
+// answers a retransmission of one from its state.
 func (s *Server) lightRequest(p sip.TransportReadProps, data []byte) bool {
-	l := s.udpListenerAt(p.LocalAddr)
-	if l == nil || l.pc == nil {
+	req, key, pc, ok := s.lightParse(p, data)
+	if !ok {
 		return false
 	}
-	m, err := sip.ParseMessage(data)
-	if err != nil {
-		return false
-	}
-	req, ok := m.(*sip.Request)
-	if !ok || req.Via() == nil || req.CallID() == nil || req.From() == nil || req.To() == nil ||
-		req.CSeq() == nil || req.CSeq().MethodName != req.Method {
-		return false
-	}
-	key, err := sip.ServerTxKeyMake(req)
-	if err != nil {
-		return false
-	}
-	src := p.RemoteAddr.String()
-	req.SetTransport("UDP")
-	req.SetSource(src)
-	tx := &lightServerTx{srv: s, key: key, pc: l.pc, source: src, txEnd: newTxEnd()}
+	tx := &lightServerTx{srv: s, key: key, pc: pc, source: req.Source(), txEnd: newTxEnd()}
 	if prev, loaded := s.light.servers.LoadOrStore(key, tx); loaded {
 		prev.(*lightServerTx).retransmitted()
 		return true
@@ -147,41 +161,97 @@ func (s *Server) lightRequest(p sip.TransportReadProps, data []byte) bool {
 	// never finds the proxy idle while a request waits for a worker.
 	s.inflight.Add(1)
 	s.received.Add(1)
-	s.runLight(lightJob{req: req, tx: tx})
+	s.run(job{req: req, light: tx})
 	return true
 }
 
-// lightJob is a request waiting for a worker.
-type lightJob struct {
-	req *sip.Request
-	tx  *lightServerTx
+// lightAck runs the chain for an ACK that belongs to no transaction: the
+// ACK for a 2xx, a request of its own (RFC 3261 §17.1.1.3), which the
+// chain forwards along the route set and nobody answers. An ACK for a
+// failure matches the INVITE's server transaction (its key, §17.2.3), and
+// ends it: that stays with sipgo.
+func (s *Server) lightAck(p sip.TransportReadProps, data []byte) bool {
+	req, key, pc, ok := s.lightParse(p, data)
+	if !ok {
+		return false
+	}
+	if _, pending := s.invites.Load(key); pending {
+		return false
+	}
+	// Never stored: an ACK is not retransmitted on its own, and gets no
+	// answer to resend.
+	tx := &lightServerTx{srv: s, key: key, pc: pc, source: req.Source(), txEnd: newTxEnd()}
+	s.inflight.Add(1)
+	s.received.Add(1)
+	s.run(job{req: req, light: tx})
+	return true
 }
 
-// workerIdle is how long a light worker waits for another request.
+// lightParse parses a request read on a UDP listener, with its server
+// transaction key. A request the transaction layer would reject (no Via,
+// CSeq...) is left to it, and so its error answer.
+func (s *Server) lightParse(p sip.TransportReadProps, data []byte) (*sip.Request, string, net.PacketConn, bool) {
+	l := s.udpListenerAt(p.LocalAddr)
+	if l == nil || l.pc == nil {
+		return nil, "", nil, false
+	}
+	m, err := sip.ParseMessage(data)
+	if err != nil {
+		return nil, "", nil, false
+	}
+	req, ok := m.(*sip.Request)
+	if !ok || req.Via() == nil || req.CallID() == nil || req.From() == nil || req.To() == nil ||
+		req.CSeq() == nil || req.CSeq().MethodName != req.Method {
+		return nil, "", nil, false
+	}
+	key, err := sip.ServerTxKeyMake(req)
+	if err != nil {
+		return nil, "", nil, false
+	}
+	req.SetTransport("UDP")
+	req.SetSource(p.RemoteAddr.String())
+	return req, key, l.pc, true
+}
+
+// job is a request waiting for a worker: on a light transaction, or on
+// one of sipgo's.
+type job struct {
+	req   *sip.Request
+	light *lightServerTx
+	tx    *sip.ServerTx
+}
+
+// workerIdle is how long a worker waits for another request.
 const workerIdle = 10 * time.Second
 
-// runLight hands the request to an idle worker, or starts one. Workers
-// that live from one request to the next keep the stack the handler chain
-// grew: a goroutine per request spent 8% of the CPU copying stacks.
-func (s *Server) runLight(j lightJob) {
+// run hands the request to an idle worker, or starts one. Workers that
+// live from one request to the next keep the stack the handler chain
+// grew: a goroutine per request spent 8 to 10% of the CPU copying stacks
+// (sipgo starts one for every message it reads).
+func (s *Server) run(j job) {
 	select {
-	case s.lightJobs <- j:
+	case s.jobs <- j:
 	default:
-		go s.lightWorker(j)
+		go s.worker(j)
 	}
 }
 
-func (s *Server) lightWorker(j lightJob) {
+func (s *Server) worker(j job) {
 	idle := time.NewTimer(workerIdle)
 	defer idle.Stop()
 	for {
-		s.serveLight(j.req, j.tx)
+		if j.light != nil {
+			s.serveLight(j.req, j.light)
+		} else {
+			s.serveTx(j.req, j.tx)
+		}
+		j = job{} // hold nothing while idle
 		idle.Reset(workerIdle)
 		select {
-		case j = <-s.lightJobs:
+		case j = <-s.jobs:
 		case <-idle.C:
 			return
-		case <-s.lightQuit:
+		case <-s.workerQuit:
 			return
 		}
 	}
@@ -197,7 +267,7 @@ func (s *Server) serveLight(req *sip.Request, tx *lightServerTx) {
 	r.finish = func() {
 		defer s.inflight.Add(-1)
 		defer cancel()
-		if !r.answered.Load() {
+		if !r.answered.Load() && !req.IsAck() {
 			r.Respond(500, "Server Internal Error")
 		}
 		tx.Terminate()
@@ -287,10 +357,20 @@ func (t *lightServerTx) Acks() <-chan *sip.Request    { return nil }
 func (t *lightServerTx) OnCancel(sip.FnTxCancel) bool { return true } // non-INVITE: no CANCEL
 func (t *lightServerTx) Terminate()                   { t.end(t.key, nil) }
 
-// lightClientTx is a non-INVITE client transaction over UDP (RFC 3261
-// §17.1.2): the request is sent again after T1, doubling up to T2 (every
-// T2 once a provisional response came), until a final response, and
-// fails with a timeout after 64*T1 (Timer F).
+// lightClientTx is a client transaction over UDP.
+//
+// Non-INVITE (RFC 3261 §17.1.2): the request is sent again after T1,
+// doubling up to T2 (every T2 once a provisional response came), until a
+// final response, and fails with a timeout after 64*T1 (Timer F).
+//
+// INVITE (§17.1.1, RFC 6026): the request is sent again after T1,
+// doubling (Timer A), until any response, and fails with a timeout after
+// 64*T1 without one (Timer B). A failure is acknowledged hop by hop, and
+// the ACK sent again for each retransmission of it. After a 2xx, the 2xx
+// that follow (retransmissions, other forks downstream) go to the
+// retransmission hook. The transaction is kept T4 after the relay lets it
+// go, longer (up to Timer B) if no final response came yet: a CANCEL is
+// then on its way, and the 487 must be acknowledged.
 type lightClientTx struct {
 	srv       *Server
 	branch    string
@@ -299,10 +379,16 @@ type lightClientTx struct {
 	to        net.Addr
 	data      []byte
 	responses chan *sip.Response
+	invite    *sip.Request // the INVITE sent, to build the ACK for a failure
+	started   time.Time
 
 	mu        sync.Mutex
 	provision bool // a provisional response came: retransmit every T2
 	completed bool // a final response came, or the relay stopped reading
+	final     int  // the status of the final response, 0 before
+	released  bool // the relay reads no more
+	ack       []byte
+	onRetrans sip.FnTxResponse
 	interval  time.Duration
 	deadline  time.Time
 	timer     *time.Timer
@@ -316,9 +402,9 @@ var _ sip.ClientTransaction = (*lightClientTx)(nil)
 // uses sipgo's.
 var errNoLight = errors.New("proxy: no light transaction for this request")
 
-// launchLight sends out, a non-INVITE request over UDP, on a light client
-// transaction; raw, when not nil, is out already serialised. It returns
-// the same values as launch.
+// launchLight sends out, a request other than CANCEL over UDP, on a light
+// client transaction; raw, when not nil, is out already serialised. It
+// returns the same values as launch.
 func (s *Server) launchLight(out *sip.Request, raw []byte) (sip.ClientTransaction, chan *sip.Response, func(), error) {
 	l := s.listenerFor("UDP")
 	via := out.Via()
@@ -342,7 +428,11 @@ func (s *Server) launchLight(out *sip.Request, raw []byte) (sip.ClientTransactio
 		responses: make(chan *sip.Response, 8),
 		interval:  sip.T1,
 		deadline:  time.Now().Add(time.Duration(s.timerF.Load())),
+		started:   time.Now(),
 		txEnd:     newTxEnd(),
+	}
+	if out.IsInvite() {
+		t.invite = out
 	}
 	// Should a response escape the read filter's quick look at its Via
 	// (an unusual spelling), sipgo parses it and the response tap still
@@ -362,6 +452,9 @@ func (s *Server) launchLight(out *sip.Request, raw []byte) (sip.ClientTransactio
 	release := func() {
 		s.branches.Delete(key)
 		t.stop()
+		t.mu.Lock()
+		t.released = true
+		t.mu.Unlock()
 		// Kept for T4 so that retransmitted responses are absorbed.
 		s.light.expire(lightExpiry{client: t})
 		t.terminate(nil)
@@ -369,10 +462,10 @@ func (s *Server) launchLight(out *sip.Request, raw []byte) (sip.ClientTransactio
 	return t, t.responses, release, nil
 }
 
-// fire is Timer E (retransmit) and Timer F (give up).
+// fire is Timer E or A (retransmit) and Timer F or B (give up).
 func (t *lightClientTx) fire() {
 	t.mu.Lock()
-	if t.completed {
+	if t.completed || (t.invite != nil && t.provision) {
 		t.mu.Unlock()
 		return
 	}
@@ -383,9 +476,12 @@ func (t *lightClientTx) fire() {
 		t.terminate(sip.ErrTransactionTimeout)
 		return
 	}
-	if t.provision {
+	switch {
+	case t.invite != nil:
+		t.interval *= 2 // Timer A is not capped
+	case t.provision:
 		t.interval = sip.T2
-	} else {
+	default:
 		t.interval = min(2*t.interval, sip.T2)
 	}
 	t.timer.Reset(min(t.interval, t.deadline.Sub(now)))
@@ -398,6 +494,10 @@ func (t *lightClientTx) fire() {
 
 // receive takes a response read for the transaction (read goroutine).
 func (t *lightClientTx) receive(res *sip.Response) {
+	if t.invite != nil {
+		t.receiveInvite(res)
+		return
+	}
 	t.mu.Lock()
 	if t.completed {
 		t.mu.Unlock()
@@ -410,6 +510,90 @@ func (t *lightClientTx) receive(res *sip.Response) {
 		t.timer.Stop()
 	}
 	t.mu.Unlock()
+	t.passUp(res)
+}
+
+// receiveInvite is receive for an INVITE.
+func (t *lightClientTx) receiveInvite(res *sip.Response) {
+	t.mu.Lock()
+	switch {
+	case t.final >= 300 && !res.IsProvisional():
+		ack := t.ack
+		t.mu.Unlock()
+		_, _ = t.pc.WriteTo(ack, t.to) // the failure again: so is the ACK
+		return
+	case t.final != 0:
+		hook := t.onRetrans
+		t.mu.Unlock()
+		if res.IsSuccess() && hook != nil {
+			hook(res)
+		}
+		return
+	case res.IsProvisional():
+		t.provision = true
+		t.timer.Stop() // Proceeding: Timer C is the relay's
+		if t.released {
+			t.mu.Unlock()
+			return
+		}
+	default:
+		t.final = res.StatusCode
+		t.completed = true
+		t.timer.Stop()
+		if !res.IsSuccess() {
+			t.ack = encode(ackFor(t.invite, res))
+			_, _ = t.pc.WriteTo(t.ack, t.to)
+		}
+		if t.released {
+			t.mu.Unlock()
+			return
+		}
+	}
+	t.mu.Unlock()
+	t.passUp(res)
+}
+
+// ackFor is the ACK for a failure to inv (RFC 3261 §17.1.1.3): the
+// INVITE's Request-URI, top Via, Route set, From, Call-ID and CSeq number,
+// and the To of the response.
+func ackFor(inv *sip.Request, res *sip.Response) *sip.Request {
+	ack := sip.NewRequest(sip.ACK, inv.Recipient)
+	ack.SipVersion = inv.SipVersion
+	ack.AppendHeader(inv.Via())
+	for _, h := range inv.GetHeaders("Route") {
+		ack.AppendHeader(h)
+	}
+	mf := sip.MaxForwardsHeader(70)
+	ack.AppendHeader(&mf)
+	if h := inv.From(); h != nil {
+		ack.AppendHeader(h)
+	}
+	if h := res.To(); h != nil {
+		ack.AppendHeader(h)
+	}
+	if h := inv.CallID(); h != nil {
+		ack.AppendHeader(h)
+	}
+	if cs := inv.CSeq(); cs != nil {
+		ack.AppendHeader(&sip.CSeqHeader{SeqNo: cs.SeqNo, MethodName: sip.ACK})
+	}
+	ack.SetBody(nil)
+	return ack
+}
+
+// keep reports whether an INVITE transaction the relay let go must still
+// wait for its final response, to acknowledge it.
+func (t *lightClientTx) keep(now time.Time) bool {
+	if t.invite == nil {
+		return false
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.final == 0 && now.Sub(t.started) < sip.Timer_B
+}
+
+// passUp queues a response for the relay.
+func (t *lightClientTx) passUp(res *sip.Response) {
 	select {
 	case t.responses <- res:
 	default:
@@ -427,10 +611,21 @@ func (t *lightClientTx) stop() {
 	t.mu.Unlock()
 }
 
-func (t *lightClientTx) terminate(err error)                    { t.end(t.branch, err) }
-func (t *lightClientTx) Terminate()                             { t.stop(); t.terminate(nil) }
-func (t *lightClientTx) Responses() <-chan *sip.Response        { return t.responses }
-func (t *lightClientTx) OnRetransmission(sip.FnTxResponse) bool { return false }
+func (t *lightClientTx) terminate(err error)             { t.end(t.branch, err) }
+func (t *lightClientTx) Terminate()                      { t.stop(); t.terminate(nil) }
+func (t *lightClientTx) Responses() <-chan *sip.Response { return t.responses }
+
+// OnRetransmission sets the hook for the 2xx responses to an INVITE that
+// follow the first.
+func (t *lightClientTx) OnRetransmission(f sip.FnTxResponse) bool {
+	if t.invite == nil {
+		return false
+	}
+	t.mu.Lock()
+	t.onRetrans = f
+	t.mu.Unlock()
+	return true
+}
 
 // lightResponse hands a response to the light client transaction whose
 // branch its top Via carries (matched with the CSeq method, §17.1.3).

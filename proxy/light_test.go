@@ -239,3 +239,125 @@ func TestShallowCopy(t *testing.T) {
 		t.Fatalf("copy's Contact %v", c)
 	}
 }
+
+// TestLightCallRequests: over UDP the INVITE to the PBX, the ACK for a 2xx
+// and the BYE of a call run on light transactions. A failure is
+// acknowledged hop by hop, again when the PBX resends it, and not relayed
+// twice; the caller's ACK for it still reaches the INVITE's server
+// transaction, which then stops resending the failure (RFC 3261 §17.2.1,
+// Timer G). A 2xx the PBX resends reaches the caller (RFC 6026).
+func TestLightCallRequests(t *testing.T) {
+	tb := newTestBed(t)
+	dev := proxytest.NewUDP(t, "")
+
+	dev.Send(tb.udp, invite(dev, "sip:1002@pbx.test", "lfail"))
+	in := tb.pbx.ExpectRequest(wait, sip.INVITE)
+	if s, c := tb.srv.light.pending(); s != 0 || c != 1 {
+		t.Fatalf("INVITE: %d server and %d client light transactions, want 0 and 1", s, c)
+	}
+	tb.pbx.Reply(tb.udp, in, 486, "Busy Here")
+	busy := dev.ExpectResponse(wait, 486)
+	checkAck := func(ack *sip.Request) {
+		t.Helper()
+		if mustBranch(ack) != mustBranch(in) || ack.CSeq().SeqNo != in.CSeq().SeqNo || ack.Recipient.String() != in.Recipient.String() {
+			t.Fatalf("ACK for the failure:\n%s\nwant the INVITE's branch, CSeq number and Request-URI:\n%s", ack, in)
+		}
+		if tag, _ := ack.To().Params.Get("tag"); tag == "" {
+			t.Fatalf("ACK without the response's To tag: %s", ack.To().Value())
+		}
+	}
+	checkAck(tb.pbx.ExpectRequest(wait, sip.ACK)) // hop by hop, from the proxy
+	tb.pbx.Reply(tb.udp, in, 486, "Busy Here")    // lost ACK: the PBX resends
+	checkAck(tb.pbx.ExpectRequest(wait, sip.ACK))
+	toTag, _ := busy.To().Params.Get("tag")
+	dev.Send(tb.udp, "ACK sip:1002@pbx.test SIP/2.0\nVia: SIP/2.0/UDP "+dev.Addr()+";branch=z9hG4bK-lfail;rport\n"+
+		"Max-Forwards: 70\nFrom: <sip:1001@pbx.test>;tag=ft-lfail\nTo: <sip:1002@pbx.test>;tag="+toTag+
+		"\nCall-ID: lfail\nCSeq: 1 ACK\n\n")
+	dev.Quiet(1200 * time.Millisecond) // unACKed, the 486 would come again after T1
+	tb.pbx.Quiet(100 * time.Millisecond)
+
+	dev.Send(tb.udp, invite(dev, "sip:1002@pbx.test", "lok"))
+	in = tb.pbx.ExpectRequest(wait, sip.INVITE)
+	rr := in.GetHeaders("Record-Route")[0].(*sip.RecordRouteHeader).Address
+	tb.pbx.Reply(tb.udp, in, 200, "OK", "Contact: <sip:1002@"+tb.pbx.Addr()+">")
+	ok := dev.ExpectResponse(wait, 200)
+	tb.pbx.Reply(tb.udp, in, 200, "OK", "Contact: <sip:1002@"+tb.pbx.Addr()+">")
+	dev.ExpectResponse(wait, 200) // relayed again
+	toTag, _ = ok.To().Params.Get("tag")
+	dialog := "Route: <" + rr.String() + ">\nMax-Forwards: 70\nFrom: <sip:1001@pbx.test>;tag=ft-lok\n" +
+		"To: <sip:1002@pbx.test>;tag=" + toTag + "\nCall-ID: lok\n"
+	dev.Send(tb.udp, "ACK sip:1002@"+tb.pbx.Addr()+" SIP/2.0\nVia: SIP/2.0/UDP "+dev.Addr()+
+		";branch=z9hG4bK-lok-ack;rport\n"+dialog+"CSeq: 1 ACK\n\n")
+	if ack := tb.pbx.ExpectRequest(wait, sip.ACK); ack.Route() != nil {
+		t.Errorf("ACK kept our Route: %s", ack.Route().Value())
+	}
+	if s, c := tb.srv.light.pending(); s != 0 || c != 2 {
+		t.Fatalf("after the ACK: %d server and %d client light transactions, want 0 and 2 (the INVITEs)", s, c)
+	}
+
+	bye := "BYE sip:1002@" + tb.pbx.Addr() + " SIP/2.0\nVia: SIP/2.0/UDP " + dev.Addr() +
+		";branch=z9hG4bK-lok-bye;rport\n" + dialog + "CSeq: 2 BYE\n\n"
+	dev.Send(tb.udp, bye)
+	in = tb.pbx.ExpectRequest(wait, sip.BYE)
+	if s, c := tb.srv.light.pending(); s != 1 || c != 3 {
+		t.Fatalf("BYE: %d server and %d client light transactions, want 1 and 3", s, c)
+	}
+	tb.pbx.Reply(tb.udp, in, 200, "OK")
+	dev.ExpectResponse(wait, 200)
+	dev.Send(tb.udp, bye) // a retransmission, answered from the transaction
+	dev.ExpectResponse(wait, 200)
+	tb.pbx.Quiet(300 * time.Millisecond)
+}
+
+func TestLightMethod(t *testing.T) {
+	for in, want := range map[string]bool{
+		"REGISTER sip:x SIP/2.0": true, "BYE sip:x SIP/2.0": true, "OPTIONS sip:x SIP/2.0": true,
+		"MESSAGE sip:x SIP/2.0": true, "FOOBAR sip:x SIP/2.0": true,
+		"INVITE sip:x SIP/2.0": false, "ACK sip:x SIP/2.0": false, "CANCEL sip:x SIP/2.0": false,
+		"SIP/2.0 200 OK": false, "bye sip:x SIP/2.0": false, " BYE sip:x": false, "BYE": false, "": false,
+		"\r\n\r\n": false, "AVERYLONGMETHODNAMEXXXXXXXX sip:x SIP/2.0": false,
+	} {
+		if got := lightMethod([]byte(in)); got != want {
+			t.Errorf("lightMethod(%q) = %v, want %v", in, got, want)
+		}
+	}
+}
+
+// TestLightInviteTimers: an INVITE the PBX does not answer is sent again
+// after T1, then 2*T1 later (Timer A), and the caller gets 408 at Timer B;
+// once the PBX sends a provisional response, neither timer runs (the
+// relay's Timer C does).
+func TestLightInviteTimers(t *testing.T) {
+	tb := newTestBed(t)
+	tb.srv.timerF.Store(int64(1600 * time.Millisecond)) // sent, T1, 3*T1, then the timeout
+	dev := proxytest.NewUDP(t, "")
+	dev.Send(tb.udp, invite(dev, "sip:1002@pbx.test", "ltimer-b"))
+	var at []time.Duration
+	start := time.Now()
+	for len(at) < 4 {
+		m, err := tb.pbx.Recv(3 * time.Second)
+		if err != nil {
+			break
+		}
+		if r, ok := m.(*sip.Request); ok && r.Method == sip.INVITE {
+			at = append(at, time.Since(start))
+		}
+	}
+	if len(at) != 3 {
+		t.Fatalf("PBX got %d copies (at %v), want 3 (sent, T1, 3*T1)", len(at), at)
+	}
+	if gap := at[2] - at[1]; gap < 900*time.Millisecond {
+		t.Fatalf("second retransmission %v after the first, want about 2*T1", gap)
+	}
+	dev.ExpectResponse(wait, 408)
+
+	dev2 := proxytest.NewUDP(t, "") // dev goes on hearing its 408 until it ACKs
+	dev2.Send(tb.udp, invite(dev2, "sip:1002@pbx.test", "ltimer-c"))
+	in := tb.pbx.ExpectRequest(wait, sip.INVITE)
+	tb.pbx.Reply(tb.udp, in, 180, "Ringing")
+	dev2.ExpectResponse(wait, 180)
+	tb.pbx.Quiet(2 * time.Second)      // no retransmission
+	dev2.Quiet(200 * time.Millisecond) // and no 408
+	tb.pbx.Reply(tb.udp, in, 486, "Busy Here")
+	dev2.ExpectResponse(wait, 486)
+}

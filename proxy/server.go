@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -104,20 +105,21 @@ type Server struct {
 	domains      map[string]struct{}
 
 	branches sync.Map // branch key -> chan *sip.Response, see tapResponse
+	invites  sync.Map // server key of each INVITE transaction over UDP, see lightAck
 	light    lightTable
 	resolver udpResolver
-	// lightJobs hands light requests to idle workers (unbuffered);
-	// lightQuit, closed by Stop, ends the idle ones.
-	lightJobs chan lightJob
-	lightQuit chan struct{}
-	quitOnce  sync.Once
-	timerF    atomic.Int64 // light client transactions' timeout (Timer F), ns
-	handler   Handler
-	modules   []Module
-	ready     []Readier
-	mu        sync.Mutex
-	lns       []*listener
-	ownHosts  map[string]struct{}
+	// jobs hands requests to idle workers (unbuffered); workerQuit,
+	// closed by Stop, ends the idle ones.
+	jobs       chan job
+	workerQuit chan struct{}
+	quitOnce   sync.Once
+	timerF     atomic.Int64 // light client transactions' timeout (Timer F), ns
+	handler    Handler
+	modules    []Module
+	ready      []Readier
+	mu         sync.Mutex
+	lns        []*listener
+	ownHosts   map[string]struct{}
 
 	started  atomic.Bool
 	draining atomic.Bool
@@ -150,7 +152,7 @@ func New(cfg Config) (*Server, error) {
 		return nil, errors.New("proxy: no listener configured")
 	}
 	s := &Server{cfg: cfg, log: cfg.Logger, ownHosts: map[string]struct{}{},
-		lightJobs: make(chan lightJob), lightQuit: make(chan struct{})}
+		jobs: make(chan job), workerQuit: make(chan struct{})}
 	s.timerF.Store(int64(sip.Timer_F))
 	s.flows.key = cfg.FlowKey
 	if len(s.flows.key) == 0 {
@@ -316,7 +318,15 @@ func (s *Server) listen(l Listen) error {
 		}
 		ln = &listener{network: "UDP", closer: pc.Close, pc: pc}
 		ln.bound = mustAddrPort(pc.LocalAddr())
-		s.serve(func() error { return s.tpl.ServeUDP(pc) })
+		// One reader per CPU, as Kamailio runs several UDP workers on
+		// one socket: the reader parses every datagram, and a single
+		// one became the bottleneck under load while CPU was left, its
+		// socket overflowing into a storm of retransmissions. sipgo
+		// hands each message to a goroutine of its own anyway, so
+		// messages were never handled in the order they were read.
+		for range udpReaders() {
+			s.serve(func() error { return s.tpl.ServeUDP(pc) })
+		}
 	case "tcp", "tls":
 		var nl net.Listener
 		var err error
@@ -365,6 +375,11 @@ func (s *Server) serve(f func() error) {
 			s.log.Error("listener stopped", zap.Error(err))
 		}
 	}()
+}
+
+// udpReaders is how many goroutines read each UDP socket.
+func udpReaders() int {
+	return max(2, runtime.GOMAXPROCS(0))
 }
 
 func mustAddrPort(a net.Addr) netip.AddrPort {
@@ -554,7 +569,7 @@ func (s *Server) Stop(ctx context.Context) error {
 	if s.janitorStop != nil {
 		s.janitorStop()
 	}
-	s.quitOnce.Do(func() { close(s.lightQuit) })
+	s.quitOnce.Do(func() { close(s.workerQuit) })
 	for i := len(s.modules) - 1; i >= 0; i-- {
 		if st, ok := s.modules[i].(Stopper); ok {
 			if err := st.Stop(ctx); err != nil {
@@ -620,8 +635,25 @@ var errMessageTooLarge = errors.New("proxy: message larger than sip.max_message_
 // onRequest is the transaction layer's entry point: one goroutine per new
 // server transaction.
 func (s *Server) onRequest(req *sip.Request, tx *sip.ServerTx) {
+	// Counted here, not when a worker picks it up, so that Drain never
+	// finds the proxy idle while a request waits for a worker.
 	s.inflight.Add(1)
 	s.received.Add(1)
+	if req.IsInvite() && req.Transport() == "UDP" {
+		// Known until it ends, so that the ACK for a failure reaches it
+		// rather than a light path (lightAck).
+		key := tx.Key()
+		s.invites.Store(key, struct{}{})
+		if !tx.OnTerminate(func(string, error) { s.invites.Delete(key) }) {
+			s.invites.Delete(key)
+		}
+	}
+	s.run(job{req: req, tx: tx})
+}
+
+// serveTx runs the chain for a request on a sipgo server transaction
+// (counted in flight by onRequest).
+func (s *Server) serveTx(req *sip.Request, tx *sip.ServerTx) {
 	r := &Request{
 		Msg:       req,
 		Tx:        tx,
