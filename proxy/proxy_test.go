@@ -264,16 +264,19 @@ func TestRequestValidation(t *testing.T) {
 	dev := proxytest.NewUDP(t, "")
 	cases := []struct {
 		name  string
+		ruri  string
 		extra []string
 		mf    string
 		want  int
 	}{
-		{"max-forwards zero", nil, "0", 483},
-		{"proxy-require", []string{"Proxy-Require: foo, bar"}, "70", 420},
+		{"max-forwards zero", "sip:1002@pbx.test", nil, "0", 483},
+		// §16.3 step 3 comes before the routing decision (403 here).
+		{"max-forwards zero, foreign domain", "sip:1002@example.com", nil, "0", 483},
+		{"proxy-require", "sip:1002@pbx.test", []string{"Proxy-Require: foo, bar"}, "70", 420},
 	}
 	for i, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
-			msg := invite(dev, "sip:1002@pbx.test", "val"+itoa(i), c.extra...)
+			msg := invite(dev, c.ruri, "val"+itoa(i), c.extra...)
 			msg = strings.Replace(msg, "Max-Forwards: 70", "Max-Forwards: "+c.mf, 1)
 			dev.Send(tb.udp, msg)
 			res := dev.ExpectResponse(wait, c.want)

@@ -83,6 +83,12 @@ func (m *Sanity) check(r *Request) (int, string, sip.Header) {
 	if req.Recipient.Host == "" {
 		return 400, "Bad Request (no host in Request-URI)", nil
 	}
+	if mf := req.MaxForwards(); mf != nil && *mf == 0 && !(req.Method == sip.OPTIONS && m.srv.isForUs(r)) && !req.IsAck() {
+		// RFC 3261 §16.3 step 3, before any routing decision (a request
+		// for elsewhere is refused 483, not 403); an OPTIONS for sipwake
+		// itself is answered as its final recipient (§11).
+		return 483, "Too Many Hops", nil
+	}
 	if req.Recipient.Headers.Length() > 0 {
 		// Headers escaped in a Request-URI are never applied (RFC 4475
 		// §3.1.2.11): refuse instead of guessing.
