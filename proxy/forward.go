@@ -291,7 +291,7 @@ func (s *Server) buildForward(r *Request, opt ForwardOptions, tp string) (*sip.R
 		return nil, errors.New("proxy: no listener for transport " + tp)
 	}
 	var out *sip.Request
-	if r.light {
+	if r.light && !req.IsInvite() {
 		out = shallowCopy(req)
 	} else {
 		out = req.Clone()

@@ -12,20 +12,19 @@ import (
 	"github.com/emiago/sipgo/sip"
 )
 
-// Light transactions carry the non-INVITE requests that arrive over UDP:
-// REGISTER above all, what a push gateway mostly does since every app
-// refreshes its registration on every wake, and the BYE, OPTIONS,
-// MESSAGE... of every call and device. For a non-INVITE request over UDP
-// the whole transaction state is small: on the server side the final
-// answer, resent when the request comes again; on the client side the
-// request, resent until an answer comes (Timers E and F). sipgo's
+// Light transactions carry what arrives over UDP: REGISTER above all,
+// what a push gateway mostly does since every app refreshes its
+// registration on every wake, and the INVITE, CANCEL, ACK and BYE of
+// every call. A transaction's state over UDP is small: on the server side
+// the last answer, resent when the request comes again (and a failure to
+// an INVITE on Timer G until its ACK); on the client side the request,
+// resent until an answer comes (Timers E and F, or A and B). sipgo's
 // transaction layer runs every message on a goroutine of its own through
 // a state machine with several timers and keeps the parsed request and
 // answer; for REGISTER that machinery cost more CPU than the relaying
 // itself. The read filter hands such a request, and the answers to the
-// requests sent for it, to the light transactions below instead; the
-// handler chain runs unchanged on them. INVITE, ACK and CANCEL, whose
-// transactions are tied together, stay with sipgo.
+// requests sent for it, to the light transactions below and in
+// light_invite.go instead; the handler chain runs unchanged on them.
 //
 // A completed light transaction is kept for T4 (5 s), as the sipgo
 // transactions of this proxy are (see onRequest): a request retransmitted
@@ -70,6 +69,7 @@ type lightTable struct {
 type lightExpiry struct {
 	at     time.Time
 	server *lightServerTx
+	invite *lightInviteTx
 	client *lightClientTx
 }
 
@@ -91,6 +91,14 @@ func (lt *lightTable) sweep(now time.Time) {
 		lt.head++
 		if e.server != nil {
 			lt.servers.CompareAndDelete(e.server.key, e.server)
+		}
+		switch {
+		case e.invite == nil:
+		case e.invite.keep(now):
+			// A failure waiting for its ACK: another T4.
+			lt.queue = append(lt.queue, lightExpiry{at: now.Add(sip.T4), invite: e.invite})
+		default:
+			lt.servers.CompareAndDelete(e.invite.key, e.invite)
 		}
 		switch {
 		case e.client == nil:
@@ -139,8 +147,13 @@ func (s *Server) lightRead(p sip.TransportReadProps, data []byte) bool {
 	if lightMethod(data) {
 		return s.lightRequest(p, data)
 	}
-	if bytes.HasPrefix(data, ackPrefix) {
+	switch {
+	case bytes.HasPrefix(data, ackPrefix):
 		return s.lightAck(p, data)
+	case bytes.HasPrefix(data, invitePrefix):
+		return s.lightInvite(p, data)
+	case bytes.HasPrefix(data, cancelPrefix):
+		return s.lightCancel(p, data)
 	}
 	return false
 }
@@ -154,7 +167,9 @@ func (s *Server) lightRequest(p sip.TransportReadProps, data []byte) bool {
 	}
 	tx := &lightServerTx{srv: s, key: key, pc: pc, source: req.Source(), txEnd: newTxEnd()}
 	if prev, loaded := s.light.servers.LoadOrStore(key, tx); loaded {
-		prev.(*lightServerTx).retransmitted()
+		if c, ok := prev.(*lightServerTx); ok {
+			c.retransmitted()
+		}
 		return true
 	}
 	// Counted from here, not when a worker picks it up, so that Drain
@@ -169,7 +184,7 @@ func (s *Server) lightRequest(p sip.TransportReadProps, data []byte) bool {
 // ACK for a 2xx, a request of its own (RFC 3261 §17.1.1.3), which the
 // chain forwards along the route set and nobody answers. An ACK for a
 // failure matches the INVITE's server transaction (its key, §17.2.3), and
-// ends it: that stays with sipgo.
+// ends it: sipgo's, or a light one.
 func (s *Server) lightAck(p sip.TransportReadProps, data []byte) bool {
 	req, key, pc, ok := s.lightParse(p, data)
 	if !ok {
@@ -177,6 +192,11 @@ func (s *Server) lightAck(p sip.TransportReadProps, data []byte) bool {
 	}
 	if _, pending := s.invites.Load(key); pending {
 		return false
+	}
+	if v, ok := s.light.servers.Load(key); ok {
+		if inv, ok := v.(*lightInviteTx); ok && inv.ack() {
+			return true
+		}
 	}
 	// Never stored: an ACK is not retransmitted on its own, and gets no
 	// answer to resend.
@@ -217,7 +237,7 @@ func (s *Server) lightParse(p sip.TransportReadProps, data []byte) (*sip.Request
 // one of sipgo's.
 type job struct {
 	req   *sip.Request
-	light *lightServerTx
+	light sip.ServerTransaction // *lightServerTx or *lightInviteTx
 	tx    *sip.ServerTx
 }
 
@@ -258,10 +278,15 @@ func (s *Server) worker(j job) {
 }
 
 // serveLight runs the chain for a request on a light transaction (counted
-// in flight by lightRequest).
-func (s *Server) serveLight(req *sip.Request, tx *lightServerTx) {
-	r := &Request{Msg: req, Tx: tx, Received: time.Now(), Transport: "UDP", Source: tx.source, srv: s, light: true}
+// in flight when it was read).
+func (s *Server) serveLight(req *sip.Request, tx sip.ServerTransaction) {
+	r := &Request{Msg: req, Tx: tx, Received: time.Now(), Transport: "UDP", Source: req.Source(), srv: s, light: true}
 	s.metrics.request(req.Method, dirIn)
+	if req.IsInvite() {
+		// 100 Trying at once (RFC 3261 §16.2): it stops the caller's
+		// retransmissions.
+		r.Respond(100, "Trying")
+	}
 	r.Trusted = s.trusted(r.Source)
 	ctx, cancel := context.WithCancel(context.Background())
 	r.finish = func() {
@@ -311,18 +336,17 @@ type lightServerTx struct {
 
 var _ sip.ServerTransaction = (*lightServerTx)(nil)
 
-var errAnswered = errors.New("proxy: transaction already answered")
+var (
+	errAnswered = errors.New("proxy: transaction already answered")
+	errNoVia    = errors.New("proxy: response without Via")
+)
 
 func (t *lightServerTx) Respond(res *sip.Response) error {
-	dest := res.Destination()
-	if dest == "" {
-		via := res.Via()
-		if via == nil {
-			return errors.New("proxy: response without Via")
-		}
-		dest = responseDest(via, t.source, "UDP")
+	via := res.Via()
+	if via == nil {
+		return errNoVia
 	}
-	to, err := t.srv.udpAddr(dest)
+	to, err := viaDest(via, t.source)
 	if err != nil {
 		return err
 	}
@@ -340,6 +364,24 @@ func (t *lightServerTx) Respond(res *sip.Response) error {
 	}
 	_, err = t.pc.WriteTo(b, to)
 	return err
+}
+
+// viaDest is where a response to a request received over UDP from source
+// goes (RFC 3261 §18.2.2, RFC 3581 §4): the source address, with the
+// source port when the top Via asked for rport, else the Via's port.
+func viaDest(via *sip.ViaHeader, source string) (net.Addr, error) {
+	ap, err := netip.ParseAddrPort(source)
+	if err != nil {
+		return nil, err
+	}
+	port := uint16(via.Port)
+	if via.Params.Has("rport") {
+		port = ap.Port()
+	}
+	if port == 0 {
+		port = 5060
+	}
+	return net.UDPAddrFromAddrPort(netip.AddrPortFrom(ap.Addr(), port)), nil
 }
 
 // retransmitted answers a retransmission of the request with the last

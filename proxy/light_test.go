@@ -185,6 +185,43 @@ func TestLightSweep(t *testing.T) {
 	}
 }
 
+// TestLightSweepKeeps: the sweep keeps, T4 at a time, an INVITE branch let
+// go without a final answer (up to Timer B) and a failure waiting for its
+// ACK (up to Timer H); then they go.
+func TestLightSweepKeeps(t *testing.T) {
+	var lt lightTable
+	t0 := time.Now()
+	branch := &lightClientTx{branch: "b1", invite: &sip.Request{}, started: t0}
+	lt.clients.Store(branch.branch, branch)
+	failed := &lightInviteTx{key: "i1", final: 486, finalAt: t0, timerG: time.NewTimer(time.Hour)}
+	lt.servers.Store(failed.key, failed)
+	lt.queue = append(lt.queue, lightExpiry{at: t0, client: branch}, lightExpiry{at: t0, invite: failed})
+
+	lt.sweep(t0.Add(time.Second))
+	if s, c := lt.pending(); s != 1 || c != 1 {
+		t.Fatalf("%d server and %d client transactions kept, want both", s, c)
+	}
+	branch.mu.Lock()
+	branch.final = 487
+	branch.mu.Unlock()
+	failed.ack()
+	lt.sweep(t0.Add(time.Second + sip.T4))
+	if s, c := lt.pending(); s != 0 || c != 0 {
+		t.Fatalf("once answered and acknowledged: %d server and %d client transactions kept, want none", s, c)
+	}
+
+	// Without an answer or an ACK, they go at Timers B and H.
+	branch = &lightClientTx{branch: "b2", invite: &sip.Request{}, started: t0}
+	lt.clients.Store(branch.branch, branch)
+	failed = &lightInviteTx{key: "i2", final: 486, finalAt: t0, timerG: time.NewTimer(time.Hour)}
+	lt.servers.Store(failed.key, failed)
+	lt.queue = append(lt.queue, lightExpiry{at: t0, client: branch}, lightExpiry{at: t0, invite: failed})
+	lt.sweep(t0.Add(sip.Timer_B))
+	if s, c := lt.pending(); s != 0 || c != 0 {
+		t.Fatalf("after Timers B and H: %d server and %d client transactions kept, want none", s, c)
+	}
+}
+
 // TestLightRegisterDrain: a drain waits for a REGISTER in flight on a
 // light transaction, and a new one meanwhile gets 503.
 func TestLightRegisterDrain(t *testing.T) {
@@ -240,7 +277,7 @@ func TestShallowCopy(t *testing.T) {
 	}
 }
 
-// TestLightCallRequests: over UDP the INVITE to the PBX, the ACK for a 2xx
+// TestLightCallRequests: over UDP the INVITE both ways, the ACK for a 2xx
 // and the BYE of a call run on light transactions. A failure is
 // acknowledged hop by hop, again when the PBX resends it, and not relayed
 // twice; the caller's ACK for it still reaches the INVITE's server
@@ -252,8 +289,8 @@ func TestLightCallRequests(t *testing.T) {
 
 	dev.Send(tb.udp, invite(dev, "sip:1002@pbx.test", "lfail"))
 	in := tb.pbx.ExpectRequest(wait, sip.INVITE)
-	if s, c := tb.srv.light.pending(); s != 0 || c != 1 {
-		t.Fatalf("INVITE: %d server and %d client light transactions, want 0 and 1", s, c)
+	if s, c := tb.srv.light.pending(); s != 1 || c != 1 {
+		t.Fatalf("INVITE: %d server and %d client light transactions, want 1 and 1", s, c)
 	}
 	tb.pbx.Reply(tb.udp, in, 486, "Busy Here")
 	busy := dev.ExpectResponse(wait, 486)
@@ -291,16 +328,16 @@ func TestLightCallRequests(t *testing.T) {
 	if ack := tb.pbx.ExpectRequest(wait, sip.ACK); ack.Route() != nil {
 		t.Errorf("ACK kept our Route: %s", ack.Route().Value())
 	}
-	if s, c := tb.srv.light.pending(); s != 0 || c != 2 {
-		t.Fatalf("after the ACK: %d server and %d client light transactions, want 0 and 2 (the INVITEs)", s, c)
+	if s, c := tb.srv.light.pending(); s != 2 || c != 2 {
+		t.Fatalf("after the ACK: %d server and %d client light transactions, want 2 and 2 (the INVITEs)", s, c)
 	}
 
 	bye := "BYE sip:1002@" + tb.pbx.Addr() + " SIP/2.0\nVia: SIP/2.0/UDP " + dev.Addr() +
 		";branch=z9hG4bK-lok-bye;rport\n" + dialog + "CSeq: 2 BYE\n\n"
 	dev.Send(tb.udp, bye)
 	in = tb.pbx.ExpectRequest(wait, sip.BYE)
-	if s, c := tb.srv.light.pending(); s != 1 || c != 3 {
-		t.Fatalf("BYE: %d server and %d client light transactions, want 1 and 3", s, c)
+	if s, c := tb.srv.light.pending(); s != 3 || c != 3 {
+		t.Fatalf("BYE: %d server and %d client light transactions, want 3 and 3", s, c)
 	}
 	tb.pbx.Reply(tb.udp, in, 200, "OK")
 	dev.ExpectResponse(wait, 200)
@@ -360,4 +397,82 @@ func TestLightInviteTimers(t *testing.T) {
 	dev2.Quiet(200 * time.Millisecond) // and no 408
 	tb.pbx.Reply(tb.udp, in, 486, "Busy Here")
 	dev2.ExpectResponse(wait, 486)
+}
+
+// TestLightInviteServer: the light INVITE server transaction absorbs a
+// retransmitted INVITE, answering it with the last provisional response;
+// resends a failure on Timer G until the ACK comes (RFC 3261 §17.2.1);
+// answers a CANCEL 200 and the INVITE 487, and a retransmitted CANCEL 200
+// again without cancelling twice.
+func TestLightInviteServer(t *testing.T) {
+	tb := newTestBed(t)
+	dev := proxytest.NewUDP(t, "")
+	inv := invite(dev, "sip:1002@pbx.test", "lsrv")
+	dev.Send(tb.udp, inv)
+	dev.ExpectResponse(wait, 100)
+	in := tb.pbx.ExpectRequest(wait, sip.INVITE)
+	tb.pbx.Reply(tb.udp, in, 180, "Ringing")
+	dev.ExpectResponse(wait, 180)
+	dev.Send(tb.udp, inv)
+	dev.ExpectResponse(wait, 180) // the last provisional again
+	tb.pbx.Quiet(300 * time.Millisecond)
+
+	tb.pbx.Reply(tb.udp, in, 486, "Busy Here")
+	busy := dev.ExpectResponse(wait, 486)
+	tb.pbx.ExpectRequest(wait, sip.ACK)
+	start := time.Now()
+	dev.ExpectResponse(wait, 486) // no ACK yet: Timer G
+	if d := time.Since(start); d < 300*time.Millisecond {
+		t.Fatalf("486 resent after %v, want about T1", d)
+	}
+	toTag, _ := busy.To().Params.Get("tag")
+	dev.Send(tb.udp, "ACK sip:1002@pbx.test SIP/2.0\nVia: SIP/2.0/UDP "+dev.Addr()+";branch=z9hG4bK-lsrv;rport\n"+
+		"Max-Forwards: 70\nFrom: <sip:1001@pbx.test>;tag=ft-lsrv\nTo: <sip:1002@pbx.test>;tag="+toTag+
+		"\nCall-ID: lsrv\nCSeq: 1 ACK\n\n")
+	dev.Quiet(1500 * time.Millisecond)
+	tb.pbx.Quiet(100 * time.Millisecond)
+
+	dev.Send(tb.udp, invite(dev, "sip:1002@pbx.test", "lcancel"))
+	in = tb.pbx.ExpectRequest(wait, sip.INVITE)
+	tb.pbx.Reply(tb.udp, in, 180, "Ringing")
+	dev.ExpectResponse(wait, 180)
+	cancel := "CANCEL sip:1002@pbx.test SIP/2.0\nVia: SIP/2.0/UDP " + dev.Addr() + ";branch=z9hG4bK-lcancel;rport\n" +
+		"Max-Forwards: 70\nFrom: <sip:1001@pbx.test>;tag=ft-lcancel\nTo: <sip:1002@pbx.test>\nCall-ID: lcancel\nCSeq: 1 CANCEL\n\n"
+	dev.Send(tb.udp, cancel)
+	got := map[string]bool{}
+	for len(got) < 2 {
+		if r, ok := dev.Expect(wait).(*sip.Response); ok && r.StatusCode >= 200 {
+			got[itoa(r.StatusCode)+" "+string(r.CSeq().MethodName)] = true
+		}
+	}
+	if !got["200 CANCEL"] || !got["487 INVITE"] {
+		t.Fatalf("device got %v, want 200 for the CANCEL and 487 for the INVITE", got)
+	}
+	c := tb.pbx.ExpectRequest(wait, sip.CANCEL)
+	dev.Send(tb.udp, cancel) // retransmitted: answered again, not cancelled again
+	if r := dev.ExpectResponse(wait, 200); r.CSeq().MethodName != sip.CANCEL {
+		t.Fatalf("answer to the retransmitted CANCEL: %v", r)
+	}
+	tb.pbx.Reply(tb.udp, c, 200, "OK")
+	tb.pbx.Reply(tb.udp, in, 487, "Request Terminated")
+	tb.pbx.ExpectRequest(wait, sip.ACK)
+	tb.pbx.Quiet(300 * time.Millisecond)
+}
+
+// TestLightResponseToViaPort: without rport in the top Via, a response
+// goes to the source address and the Via's port (RFC 3261 §18.2.2), as
+// on sipgo's transactions; with rport, to the source port (RFC 3581).
+func TestLightResponseToViaPort(t *testing.T) {
+	tb := newTestBed(t)
+	dev := proxytest.NewUDP(t, "")
+	listener := proxytest.NewUDP(t, "") // the port the Via names
+	for _, m := range []string{"OPTIONS", "INVITE"} {
+		dev.Send(tb.udp, m+" sip:1002@example.com SIP/2.0\nVia: SIP/2.0/UDP "+listener.Addr()+";branch=z9hG4bK-vp"+m+
+			"\nMax-Forwards: 70\nFrom: <sip:1001@pbx.test>;tag=vp\nTo: <sip:1002@example.com>\nCall-ID: vp-"+m+
+			"\nCSeq: 1 "+m+"\nContact: <sip:1001@"+dev.Addr()+">\n\n")
+		if r := listener.ExpectResponse(wait, 403); r.CSeq().MethodName != sip.RequestMethod(m) {
+			t.Fatalf("got %v", r)
+		}
+	}
+	dev.Quiet(200 * time.Millisecond)
 }

@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"errors"
 	"net"
 	"strings"
 	"time"
@@ -127,6 +128,9 @@ func txConn(tx any) sip.Connection {
 // writeMsg sends m outside a transaction (sip.TransportLayer.WriteMsg)
 // where the tap sees it.
 func (s *Server) writeMsg(m sip.Message) error {
+	if res, ok := m.(*sip.Response); ok && strings.EqualFold(res.Transport(), "UDP") {
+		return s.writeUDP(res)
+	}
 	t0 := s.tapTime()
 	if err := s.tpl.WriteMsg(m); err != nil {
 		return err
@@ -140,4 +144,20 @@ func (s *Server) writeMsg(m sip.Message) error {
 		}
 	}
 	return nil
+}
+
+// writeUDP sends m on the UDP listener's socket. sipgo's transport finds
+// the socket for a response only by the address a request came from, and
+// learns none of those the light transactions read first.
+func (s *Server) writeUDP(m sip.Message) error {
+	l := s.listenerFor("UDP")
+	if l == nil || l.pc == nil {
+		return errors.New("proxy: no UDP listener")
+	}
+	to, err := s.udpAddr(m.Destination())
+	if err != nil {
+		return err
+	}
+	_, err = l.pc.WriteTo(encode(m), to)
+	return err
 }
