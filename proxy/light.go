@@ -176,7 +176,7 @@ func (s *Server) lightRequest(p sip.TransportReadProps, data []byte) bool {
 	// never finds the proxy idle while a request waits for a worker.
 	s.inflight.Add(1)
 	s.received.Add(1)
-	s.run(job{req: req, light: tx})
+	s.run(job{req: req, light: tx, after: s.ackOrder(req)})
 	return true
 }
 
@@ -203,8 +203,27 @@ func (s *Server) lightAck(p sip.TransportReadProps, data []byte) bool {
 	tx := &lightServerTx{srv: s, key: key, pc: pc, source: req.Source(), txEnd: newTxEnd()}
 	s.inflight.Add(1)
 	s.received.Add(1)
-	s.run(job{req: req, light: tx})
+	// A caller that hangs up at once sends the BYE right behind the ACK;
+	// on workers of their own the BYE would often overtake it, and many
+	// a UA answers a BYE before the ACK with 481. What comes next in the
+	// dialog waits for the ACK to be sent on (ackOrder).
+	done := make(chan struct{})
+	cid := req.CallID().Value()
+	s.acking.Store(cid, done)
+	s.run(job{req: req, light: tx, acked: done, callID: cid})
 	return true
+}
+
+// ackWait is how long a request waits for an ACK read before it in the
+// same dialog to be sent on.
+const ackWait = 100 * time.Millisecond
+
+// ackOrder is the ACK of req's dialog still being sent on, if any.
+func (s *Server) ackOrder(req *sip.Request) chan struct{} {
+	if v, ok := s.acking.Load(req.CallID().Value()); ok {
+		return v.(chan struct{})
+	}
+	return nil
 }
 
 // lightParse parses a request read on a UDP listener, with its server
@@ -239,6 +258,11 @@ type job struct {
 	req   *sip.Request
 	light sip.ServerTransaction // *lightServerTx or *lightInviteTx
 	tx    *sip.ServerTx
+	// after: an ACK read before, in the same dialog, to be sent on first.
+	after chan struct{}
+	// acked is closed when this ACK was sent on (callID its dialog's).
+	acked  chan struct{}
+	callID string
 }
 
 // workerIdle is how long a worker waits for another request.
@@ -260,10 +284,26 @@ func (s *Server) worker(j job) {
 	idle := time.NewTimer(workerIdle)
 	defer idle.Stop()
 	for {
+		if j.after != nil {
+			select {
+			case <-j.after:
+			default:
+				wait := time.NewTimer(ackWait)
+				select {
+				case <-j.after:
+				case <-wait.C:
+				}
+				wait.Stop()
+			}
+		}
 		if j.light != nil {
 			s.serveLight(j.req, j.light)
 		} else {
 			s.serveTx(j.req, j.tx)
+		}
+		if j.acked != nil {
+			close(j.acked)
+			s.acking.CompareAndDelete(j.callID, j.acked)
 		}
 		j = job{} // hold nothing while idle
 		idle.Reset(workerIdle)

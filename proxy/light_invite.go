@@ -67,7 +67,7 @@ func (s *Server) lightInvite(p sip.TransportReadProps, data []byte) bool {
 	}
 	s.inflight.Add(1)
 	s.received.Add(1)
-	s.run(job{req: req, light: tx})
+	s.run(job{req: req, light: tx, after: s.ackOrder(req)})
 	return true
 }
 

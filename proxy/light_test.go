@@ -476,3 +476,29 @@ func TestLightResponseToViaPort(t *testing.T) {
 	}
 	dev.Quiet(200 * time.Millisecond)
 }
+
+// TestAckBeforeBye: a BYE read right behind the ACK of its dialog is sent
+// on after it, never before (a UA may answer a BYE before the ACK 481).
+func TestAckBeforeBye(t *testing.T) {
+	tb := newTestBed(t)
+	dev := proxytest.NewUDP(t, "")
+	dev.Send(tb.udp, invite(dev, "sip:1002@pbx.test", "order"))
+	in := tb.pbx.ExpectRequest(wait, sip.INVITE)
+	rr := in.GetHeaders("Record-Route")[0].(*sip.RecordRouteHeader).Address
+	tb.pbx.Reply(tb.udp, in, 200, "OK", "Contact: <sip:1002@"+tb.pbx.Addr()+">")
+	ok := dev.ExpectResponse(wait, 200)
+	toTag, _ := ok.To().Params.Get("tag")
+	dialog := "Route: <" + rr.String() + ">\nMax-Forwards: 70\nFrom: <sip:1001@pbx.test>;tag=ft-order\n" +
+		"To: <sip:1002@pbx.test>;tag=" + toTag + "\nCall-ID: order\n"
+	for i := range 40 {
+		n := itoa(i)
+		dev.Send(tb.udp, "ACK sip:1002@"+tb.pbx.Addr()+" SIP/2.0\nVia: SIP/2.0/UDP "+dev.Addr()+
+			";branch=z9hG4bK-order-ack"+n+";rport\n"+dialog+"CSeq: 1 ACK\n\n")
+		dev.Send(tb.udp, "BYE sip:1002@"+tb.pbx.Addr()+" SIP/2.0\nVia: SIP/2.0/UDP "+dev.Addr()+
+			";branch=z9hG4bK-order-bye"+n+";rport\n"+dialog+"CSeq: "+itoa(i+2)+" BYE\n\n")
+		tb.pbx.ExpectRequest(wait, sip.ACK)
+		bye := tb.pbx.ExpectRequest(wait, sip.BYE)
+		tb.pbx.Reply(tb.udp, bye, 200, "OK")
+		dev.ExpectResponse(wait, 200)
+	}
+}

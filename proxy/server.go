@@ -9,7 +9,6 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
-	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -106,6 +105,7 @@ type Server struct {
 
 	branches sync.Map // branch key -> chan *sip.Response, see tapResponse
 	invites  sync.Map // server key of each INVITE transaction over UDP, see lightAck
+	acking   sync.Map // Call-ID -> chan closed once its ACK was sent on, see ackOrder
 	light    lightTable
 	resolver udpResolver
 	// jobs hands requests to idle workers (unbuffered); workerQuit,
@@ -318,15 +318,10 @@ func (s *Server) listen(l Listen) error {
 		}
 		ln = &listener{network: "UDP", closer: pc.Close, pc: pc}
 		ln.bound = mustAddrPort(pc.LocalAddr())
-		// One reader per CPU, as Kamailio runs several UDP workers on
-		// one socket: the reader parses every datagram, and a single
-		// one became the bottleneck under load while CPU was left, its
-		// socket overflowing into a storm of retransmissions. sipgo
-		// hands each message to a goroutine of its own anyway, so
-		// messages were never handled in the order they were read.
-		for range udpReaders() {
-			s.serve(func() error { return s.tpl.ServeUDP(pc) })
-		}
+		// One reader: it parses and hands each message on, so that
+		// responses reach their transaction in the order they came (a
+		// 180 before the 200 that follows it).
+		s.serve(func() error { return s.tpl.ServeUDP(pc) })
 	case "tcp", "tls":
 		var nl net.Listener
 		var err error
@@ -375,11 +370,6 @@ func (s *Server) serve(f func() error) {
 			s.log.Error("listener stopped", zap.Error(err))
 		}
 	}()
-}
-
-// udpReaders is how many goroutines read each UDP socket.
-func udpReaders() int {
-	return max(2, runtime.GOMAXPROCS(0))
 }
 
 func mustAddrPort(a net.Addr) netip.AddrPort {
