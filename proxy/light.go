@@ -165,11 +165,8 @@ func (s *Server) lightRequest(p sip.TransportReadProps, data []byte) bool {
 	if !ok {
 		return false
 	}
-	tx := &lightServerTx{srv: s, key: key, pc: pc, source: req.Source(), txEnd: newTxEnd()}
-	if prev, loaded := s.light.servers.LoadOrStore(key, tx); loaded {
-		if c, ok := prev.(*lightServerTx); ok {
-			c.retransmitted()
-		}
+	tx, fresh := s.lightServer(req, key, pc)
+	if !fresh {
 		return true
 	}
 	// Counted from here, not when a worker picks it up, so that Drain
@@ -178,6 +175,20 @@ func (s *Server) lightRequest(p sip.TransportReadProps, data []byte) bool {
 	s.received.Add(1)
 	s.run(job{req: req, light: tx, after: s.ackOrder(req)})
 	return true
+}
+
+// lightServer stores a light server transaction for req under key; when
+// one is there already, req is a retransmission, answered from its state,
+// and fresh is false.
+func (s *Server) lightServer(req *sip.Request, key string, pc net.PacketConn) (tx *lightServerTx, fresh bool) {
+	tx = &lightServerTx{srv: s, key: key, pc: pc, source: req.Source(), txEnd: newTxEnd()}
+	if prev, loaded := s.light.servers.LoadOrStore(key, tx); loaded {
+		if c, ok := prev.(*lightServerTx); ok {
+			c.retransmitted()
+		}
+		return nil, false
+	}
+	return tx, true
 }
 
 // lightAck runs the chain for an ACK that belongs to no transaction: the
@@ -383,16 +394,25 @@ var (
 	errNoVia    = errors.New("proxy: response without Via")
 )
 
-func (t *lightServerTx) Respond(res *sip.Response) error {
+// wire is a response to a request from source, serialised, and where it
+// goes.
+func wire(res *sip.Response, source string) (net.Addr, []byte, error) {
 	via := res.Via()
 	if via == nil {
-		return errNoVia
+		return nil, nil, errNoVia
 	}
-	to, err := viaDest(via, t.source)
+	to, err := viaDest(via, source)
+	if err != nil {
+		return nil, nil, err
+	}
+	return to, encode(res), nil
+}
+
+func (t *lightServerTx) Respond(res *sip.Response) error {
+	to, b, err := wire(res, t.source)
 	if err != nil {
 		return err
 	}
-	b := encode(res)
 	final := res.StatusCode >= 200
 	t.mu.Lock()
 	if t.completed {

@@ -112,11 +112,8 @@ func (s *Server) lightCancel(p sip.TransportReadProps, data []byte) bool {
 	if !ok {
 		return false
 	}
-	tx := &lightServerTx{srv: s, key: key, pc: pc, source: req.Source(), txEnd: newTxEnd()}
-	if prev, loaded := s.light.servers.LoadOrStore(key, tx); loaded {
-		if c, ok := prev.(*lightServerTx); ok {
-			c.retransmitted()
-		}
+	tx, fresh := s.lightServer(req, key, pc)
+	if !fresh {
 		return true
 	}
 	s.received.Add(1)
@@ -168,15 +165,10 @@ func (t *lightInviteTx) OnCancel(f sip.FnTxCancel) bool {
 }
 
 func (t *lightInviteTx) Respond(res *sip.Response) error {
-	via := res.Via()
-	if via == nil {
-		return errNoVia
-	}
-	to, err := viaDest(via, t.source)
+	to, b, err := wire(res, t.source)
 	if err != nil {
 		return err
 	}
-	b := encode(res)
 	t.mu.Lock()
 	switch {
 	case t.final >= 200 && t.final < 300 && res.IsSuccess():
