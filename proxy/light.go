@@ -144,6 +144,9 @@ func (s *Server) lightRead(p sip.TransportReadProps, data []byte) bool {
 	if bytes.HasPrefix(data, responsePrefix) {
 		return s.lightResponse(p, data)
 	}
+	if s.lightRetransmission(data) {
+		return true
+	}
 	if lightMethod(data) {
 		return s.lightRequest(p, data)
 	}
@@ -156,6 +159,32 @@ func (s *Server) lightRead(p sip.TransportReadProps, data []byte) bool {
 		return s.lightCancel(p, data)
 	}
 	return false
+}
+
+// lightRetransmission answers a retransmitted request from the state of
+// its light server transaction, found by the key read from the raw
+// message (rawServerKey), without parsing it. Clients retransmit most
+// when answers are slow, under load; each one parsed cost as much as a
+// new request. Anything the quick read does not match takes the normal
+// path, which matches it again after parsing.
+func (s *Server) lightRetransmission(data []byte) bool {
+	key, ok := rawServerKey(data)
+	if !ok {
+		return false
+	}
+	v, ok := s.light.servers.Load(key)
+	if !ok {
+		return false
+	}
+	switch t := v.(type) {
+	case *lightServerTx:
+		t.retransmitted()
+	case *lightInviteTx:
+		t.retransmitted()
+	default:
+		return false
+	}
+	return true
 }
 
 // lightRequest starts a light server transaction for the request, or
@@ -381,7 +410,7 @@ type lightServerTx struct {
 
 	mu        sync.Mutex
 	last      []byte
-	lastTo    net.Addr
+	lastTo    netip.AddrPort
 	completed bool
 
 	txEnd
@@ -396,14 +425,14 @@ var (
 
 // wire is a response to a request from source, serialised, and where it
 // goes.
-func wire(res *sip.Response, source string) (net.Addr, []byte, error) {
+func wire(res *sip.Response, source string) (netip.AddrPort, []byte, error) {
 	via := res.Via()
 	if via == nil {
-		return nil, nil, errNoVia
+		return netip.AddrPort{}, nil, errNoVia
 	}
 	to, err := viaDest(via, source)
 	if err != nil {
-		return nil, nil, err
+		return netip.AddrPort{}, nil, err
 	}
 	return to, encode(res), nil
 }
@@ -424,17 +453,16 @@ func (t *lightServerTx) Respond(res *sip.Response) error {
 	if final {
 		t.srv.light.expire(lightExpiry{server: t})
 	}
-	_, err = t.pc.WriteTo(b, to)
-	return err
+	return sendUDP(t.pc, b, to)
 }
 
 // viaDest is where a response to a request received over UDP from source
 // goes (RFC 3261 §18.2.2, RFC 3581 §4): the source address, with the
 // source port when the top Via asked for rport, else the Via's port.
-func viaDest(via *sip.ViaHeader, source string) (net.Addr, error) {
+func viaDest(via *sip.ViaHeader, source string) (netip.AddrPort, error) {
 	ap, err := netip.ParseAddrPort(source)
 	if err != nil {
-		return nil, err
+		return netip.AddrPort{}, err
 	}
 	port := uint16(via.Port)
 	if via.Params.Has("rport") {
@@ -443,7 +471,7 @@ func viaDest(via *sip.ViaHeader, source string) (net.Addr, error) {
 	if port == 0 {
 		port = 5060
 	}
-	return net.UDPAddrFromAddrPort(netip.AddrPortFrom(ap.Addr(), port)), nil
+	return netip.AddrPortFrom(ap.Addr().Unmap(), port), nil
 }
 
 // retransmitted answers a retransmission of the request with the last
@@ -453,7 +481,7 @@ func (t *lightServerTx) retransmitted() {
 	b, to := t.last, t.lastTo
 	t.mu.Unlock()
 	if b != nil {
-		_, _ = t.pc.WriteTo(b, to)
+		_ = sendUDP(t.pc, b, to)
 	}
 }
 
@@ -480,7 +508,7 @@ type lightClientTx struct {
 	branch    string
 	method    sip.RequestMethod
 	pc        net.PacketConn
-	to        net.Addr
+	to        netip.AddrPort
 	data      []byte
 	responses chan *sip.Response
 	invite    *sip.Request // the INVITE sent, to build the ACK for a failure
@@ -547,7 +575,7 @@ func (s *Server) launchLight(out *sip.Request, raw []byte) (sip.ClientTransactio
 	t.mu.Lock()
 	t.timer = time.AfterFunc(t.interval, t.fire)
 	t.mu.Unlock()
-	if _, err := t.pc.WriteTo(t.data, t.to); err != nil {
+	if err := sendUDP(t.pc, t.data, t.to); err != nil {
 		t.stop()
 		s.branches.Delete(key)
 		s.light.clients.CompareAndDelete(branch, t)
@@ -590,7 +618,7 @@ func (t *lightClientTx) fire() {
 	}
 	t.timer.Reset(min(t.interval, t.deadline.Sub(now)))
 	t.mu.Unlock()
-	if _, err := t.pc.WriteTo(t.data, t.to); err != nil && errors.Is(err, net.ErrClosed) {
+	if err := sendUDP(t.pc, t.data, t.to); err != nil && errors.Is(err, net.ErrClosed) {
 		t.stop()
 		t.terminate(sip.ErrTransactionTransport)
 	}
@@ -624,7 +652,7 @@ func (t *lightClientTx) receiveInvite(res *sip.Response) {
 	case t.final >= 300 && !res.IsProvisional():
 		ack := t.ack
 		t.mu.Unlock()
-		_, _ = t.pc.WriteTo(ack, t.to) // the failure again: so is the ACK
+		_ = sendUDP(t.pc, ack, t.to) // the failure again: so is the ACK
 		return
 	case t.final != 0:
 		hook := t.onRetrans
@@ -646,7 +674,7 @@ func (t *lightClientTx) receiveInvite(res *sip.Response) {
 		t.timer.Stop()
 		if !res.IsSuccess() {
 			t.ack = encode(ackFor(t.invite, res))
-			_, _ = t.pc.WriteTo(t.ack, t.to)
+			_ = sendUDP(t.pc, t.ack, t.to)
 		}
 		if t.released {
 			t.mu.Unlock()
@@ -696,6 +724,19 @@ func (t *lightClientTx) keep(now time.Time) bool {
 	return t.final == 0 && now.Sub(t.started) < sip.Timer_B
 }
 
+// absorbs reports whether every response for t is dropped unread: a
+// non-INVITE transaction has its final response (what follows are its
+// retransmissions, §17.1.2.2) or the relay let it go. Its branch is its
+// own: a CANCEL shares only an INVITE's.
+func (t *lightClientTx) absorbs() bool {
+	if t.invite != nil {
+		return false
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.completed
+}
+
 // passUp queues a response for the relay.
 func (t *lightClientTx) passUp(res *sip.Response) {
 	select {
@@ -743,6 +784,9 @@ func (s *Server) lightResponse(p sip.TransportReadProps, data []byte) bool {
 		return false
 	}
 	t := v.(*lightClientTx)
+	if t.absorbs() {
+		return true
+	}
 	m, err := sip.ParseMessage(data)
 	if err != nil {
 		return false
@@ -764,6 +808,15 @@ func (s *Server) lightResponse(p sip.TransportReadProps, data []byte) bool {
 // message without parsing it. It gives up (false) on anything unusual;
 // the message then takes the normal path.
 func topViaBranch(data []byte) ([]byte, bool) {
+	via, ok := topVia(data)
+	if !ok {
+		return nil, false
+	}
+	return branchParam(via)
+}
+
+// topVia finds the first Via value in a raw message.
+func topVia(data []byte) ([]byte, bool) {
 	i := bytes.IndexByte(data, '\n')
 	for i >= 0 && i+1 < len(data) {
 		line := data[i+1:]
@@ -788,9 +841,80 @@ func topViaBranch(data []byte) ([]byte, bool) {
 		if c := bytes.IndexByte(val, ','); c >= 0 {
 			val = val[:c]
 		}
-		return branchParam(val)
+		return val, true
 	}
 	return nil, false
+}
+
+// rawServerKey is the server transaction key of a raw request (RFC 3261
+// §17.2.3) as sip.ServerTxKeyMake makes it from the parsed one: branch,
+// sent-by host and port, method. It gives up (false) on an ACK (whose key
+// names the INVITE), on a branch without the RFC 3261 cookie and on
+// anything unusual.
+func rawServerKey(data []byte) (string, bool) {
+	sp := bytes.IndexByte(data[:min(len(data), 24)], ' ')
+	if sp <= 0 || bytes.HasPrefix(data, ackPrefix) {
+		return "", false
+	}
+	method := data[:sp]
+	via, ok := topVia(data)
+	if !ok {
+		return "", false
+	}
+	branch, ok := branchParam(via)
+	if !ok || len(branch) <= len(sip.RFC3261BranchMagicCookie) ||
+		!bytes.HasPrefix(branch, []byte(sip.RFC3261BranchMagicCookie)) ||
+		// the parser reads the parameter by its exact name
+		!bytes.Contains(via, append([]byte(";branch="), branch...)) {
+		return "", false
+	}
+	// "SIP/2.0/UDP host[:port]": the protocol, then the sent-by up to the
+	// first parameter.
+	via = bytes.TrimLeft(via, " \t")
+	slash := bytes.LastIndexByte(via[:min(len(via), 16)], '/')
+	if slash < 0 || !bytes.HasPrefix(via, []byte("SIP/2.0/")) {
+		return "", false
+	}
+	rest := via[slash+1:]
+	lws := bytes.IndexAny(rest, " \t")
+	if lws <= 0 || !bytes.EqualFold(rest[:lws], []byte("UDP")) {
+		return "", false
+	}
+	sentBy := bytes.TrimLeft(rest[lws:], " \t")
+	if end := bytes.IndexByte(sentBy, ';'); end >= 0 {
+		sentBy = sentBy[:end]
+	}
+	sentBy = bytes.TrimRight(sentBy, " \t")
+	host, port := sentBy, []byte("5060")
+	if c := bytes.LastIndexByte(sentBy, ':'); c >= 0 && !bytes.HasSuffix(sentBy, []byte("]")) {
+		host, port = sentBy[:c], sentBy[c+1:]
+		if len(port) == 0 || len(port) > 5 || port[0] == '0' {
+			return "", false
+		}
+		for _, d := range port {
+			if d < '0' || d > '9' {
+				return "", false
+			}
+		}
+	}
+	if len(host) == 0 || bytes.ContainsAny(host, " \t") {
+		return "", false
+	}
+	if host[0] == '[' {
+		if host[len(host)-1] != ']' {
+			return "", false
+		}
+		host = host[1 : len(host)-1] // sipgo keeps an IPv6 host bare
+	}
+	var buf [160]byte // on the stack for all but the longest keys
+	key := append(buf[:0], branch...)
+	key = append(key, sip.TxSeperator...)
+	key = append(key, host...)
+	key = append(key, sip.TxSeperator...)
+	key = append(key, port...)
+	key = append(key, sip.TxSeperator...)
+	key = append(key, method...)
+	return string(key), true
 }
 
 // branchParam reads ";branch=value" from one Via value.
@@ -841,11 +965,28 @@ func encode(m sip.Message) []byte {
 // udpAddr turns "host:port" into a UDP address: literal addresses at
 // once, names through the resolver, cached briefly (the PBX is usually
 // named, e.g. a Kubernetes service).
-func (s *Server) udpAddr(dest string) (net.Addr, error) {
+func (s *Server) udpAddr(dest string) (netip.AddrPort, error) {
 	if ap, err := netip.ParseAddrPort(dest); err == nil {
-		return net.UDPAddrFromAddrPort(ap), nil
+		return netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port()), nil
 	}
 	return s.resolver.lookup(dest)
+}
+
+// udpWriter is a UDP socket that sends to a netip.AddrPort without
+// allocating a net.UDPAddr for each datagram (*net.UDPConn,
+// *tapPacketConn).
+type udpWriter interface {
+	WriteToUDPAddrPort(b []byte, to netip.AddrPort) (int, error)
+}
+
+// sendUDP sends b to to on pc.
+func sendUDP(pc net.PacketConn, b []byte, to netip.AddrPort) error {
+	if w, ok := pc.(udpWriter); ok {
+		_, err := w.WriteToUDPAddrPort(b, to)
+		return err
+	}
+	_, err := pc.WriteTo(b, net.UDPAddrFromAddrPort(to))
+	return err
 }
 
 // udpResolver caches name lookups of UDP destinations for a few seconds.
@@ -855,13 +996,13 @@ type udpResolver struct {
 }
 
 type resolved struct {
-	addr *net.UDPAddr
+	addr netip.AddrPort
 	at   time.Time
 }
 
 const resolveTTL = 10 * time.Second
 
-func (r *udpResolver) lookup(dest string) (net.Addr, error) {
+func (r *udpResolver) lookup(dest string) (netip.AddrPort, error) {
 	now := time.Now()
 	r.mu.Lock()
 	if e, ok := r.cache[dest]; ok && now.Sub(e.at) < resolveTTL {
@@ -871,13 +1012,15 @@ func (r *udpResolver) lookup(dest string) (net.Addr, error) {
 	r.mu.Unlock()
 	a, err := net.ResolveUDPAddr("udp", dest)
 	if err != nil {
-		return nil, err
+		return netip.AddrPort{}, err
 	}
+	ap := a.AddrPort()
+	ap = netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
 	r.mu.Lock()
 	if r.cache == nil || len(r.cache) > 1024 {
 		r.cache = map[string]resolved{}
 	}
-	r.cache[dest] = resolved{addr: a, at: now}
+	r.cache[dest] = resolved{addr: ap, at: now}
 	r.mu.Unlock()
-	return a, nil
+	return ap, nil
 }

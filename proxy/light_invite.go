@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"net"
+	"net/netip"
 	"sync"
 	"time"
 
@@ -32,7 +33,7 @@ type lightInviteTx struct {
 
 	mu       sync.Mutex
 	last     []byte // the last response sent
-	lastTo   net.Addr
+	lastTo   netip.AddrPort
 	final    int // status of the final response, 0 before
 	finalAt  time.Time
 	acked    bool
@@ -174,8 +175,7 @@ func (t *lightInviteTx) Respond(res *sip.Response) error {
 	case t.final >= 200 && t.final < 300 && res.IsSuccess():
 		// Accepted: a 2xx passed down again goes out (RFC 6026 §8.7).
 		t.mu.Unlock()
-		_, err = t.pc.WriteTo(b, to)
-		return err
+		return sendUDP(t.pc, b, to)
 	case t.final != 0:
 		t.mu.Unlock()
 		return errAnswered
@@ -193,8 +193,7 @@ func (t *lightInviteTx) Respond(res *sip.Response) error {
 	if final {
 		t.srv.light.expire(lightExpiry{invite: t})
 	}
-	_, err = t.pc.WriteTo(b, to)
-	return err
+	return sendUDP(t.pc, b, to)
 }
 
 // fireG is Timer G: the failure again, until its ACK or Timer H.
@@ -208,7 +207,7 @@ func (t *lightInviteTx) fireG() {
 	t.timerG.Reset(t.interval)
 	b, to := t.last, t.lastTo
 	t.mu.Unlock()
-	_, _ = t.pc.WriteTo(b, to)
+	_ = sendUDP(t.pc, b, to)
 }
 
 // retransmitted answers a retransmission of the INVITE: the last
@@ -220,7 +219,7 @@ func (t *lightInviteTx) retransmitted() {
 	accepted := t.final >= 200 && t.final < 300
 	t.mu.Unlock()
 	if b != nil && !accepted {
-		_, _ = t.pc.WriteTo(b, to)
+		_ = sendUDP(t.pc, b, to)
 	}
 }
 

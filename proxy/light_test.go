@@ -1,6 +1,8 @@
 package proxy
 
 import (
+	"fmt"
+	"net"
 	"strings"
 	"testing"
 	"time"
@@ -150,6 +152,123 @@ func FuzzTopViaBranch(f *testing.F) {
 			t.Fatalf("branch %q not in the message", b)
 		}
 	})
+}
+
+// TestRawServerKey: the key read from a raw request is the one
+// sip.ServerTxKeyMake makes from the parsed request, or none.
+func TestRawServerKey(t *testing.T) {
+	const rest = "From: <sip:a@b>;tag=f\r\nTo: <sip:a@b>\r\nCall-ID: c1\r\nCSeq: 1 %s\r\nContent-Length: 0\r\n\r\n"
+	for _, c := range []struct {
+		method, via string
+		ok          bool
+	}{
+		{"REGISTER", "Via: SIP/2.0/UDP 10.0.0.1:5070;branch=z9hG4bK-a1;rport", true},
+		{"INVITE", "v: SIP/2.0/udp dev.example.com;branch=z9hG4bKa2", true},
+		{"BYE", "VIA : SIP/2.0/UDP [2001:db8::1]:5062 ;branch=z9hG4bKa3,SIP/2.0/UDP b;branch=z9hG4bKb", true},
+		{"OPTIONS", "Via: SIP/2.0/UDP [2001:db8::2];received=1.2.3.4;branch=z9hG4bKa4", true},
+		{"CANCEL", "Via: SIP/2.0/UDP 10.0.0.1:5070;rport=1;branch=z9hG4bKa5", true},
+		{"CANCEL", "Via: SIP/2.0/UDP 10.0.0.1:5070;rport=1;BRANCH=z9hG4bKa5", false},
+		{"MESSAGE", "Via: SIP/2.0/UDP Dev.Example.COM:5060;branch=z9hG4bKa6", true},
+		{"ACK", "Via: SIP/2.0/UDP 10.0.0.1:5070;branch=z9hG4bKa7", false},
+		{"REGISTER", "Via: SIP/2.0/UDP 10.0.0.1:5070;branch=1234", false},
+		{"REGISTER", "Via: SIP/2.0/UDP 10.0.0.1:5070;branch=z9hG4bK", false},
+		{"REGISTER", "Via: SIP/2.0/TCP 10.0.0.1:5070;branch=z9hG4bKa8", false},
+		{"REGISTER", "Via: SIP/2.0/UDP 10.0.0.1:05070;branch=z9hG4bKa9", false},
+		{"REGISTER", "Via: SIP/2.0/UDP 10.0.0.1:x;branch=z9hG4bKa10", false},
+		{"REGISTER", "Via: SIP/2.0/UDP 10.0.0.1:5070", false},
+	} {
+		raw := c.method + " sip:a@b SIP/2.0\r\n" + c.via + "\r\n" + fmt.Sprintf(rest, c.method)
+		got, ok := rawServerKey([]byte(raw))
+		if ok != c.ok {
+			t.Errorf("%s / %s: key %q, ok %v; want ok %v", c.method, c.via, got, ok, c.ok)
+			continue
+		}
+		if !ok {
+			continue
+		}
+		m, err := sip.ParseMessage([]byte(raw))
+		if err != nil {
+			t.Fatalf("%s / %s: %v", c.method, c.via, err)
+		}
+		want, err := sip.ServerTxKeyMake(m)
+		if err != nil || got != want {
+			t.Errorf("%s / %s: key %q, want %q (%v)", c.method, c.via, got, want, err)
+		}
+	}
+}
+
+// FuzzRawServerKey: whatever the quick read keys, the parser keys the same.
+func FuzzRawServerKey(f *testing.F) {
+	f.Add([]byte("REGISTER sip:a SIP/2.0\r\nVia: SIP/2.0/UDP h:1;branch=z9hG4bKx\r\nCSeq: 1 REGISTER\r\nCall-ID: c\r\nFrom: <sip:a>;tag=1\r\nTo: <sip:a>\r\n\r\n"))
+	f.Add([]byte("BYE sip:a SIP/2.0\nv: SIP/2.0/UDP [::1]:7 ;branch=z9hG4bKy\nCSeq: 2 BYE\n\n"))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		key, ok := rawServerKey(data)
+		if !ok {
+			return
+		}
+		m, err := sip.ParseMessage(data)
+		if err != nil {
+			return // never parsed, never stored under a key
+		}
+		req, isReq := m.(*sip.Request)
+		if !isReq || req.CSeq() == nil || req.CSeq().MethodName != req.Method {
+			return // the light path does not store these
+		}
+		if want, err := sip.ServerTxKeyMake(m); err == nil && want != key {
+			t.Fatalf("quick key %q, parsed key %q", key, want)
+		}
+	})
+}
+
+// TestLightRetransmissionUnparsed: a retransmitted request is answered
+// from its light transaction without being parsed (a parse allocates
+// dozens of objects), as the load that makes clients retransmit peaks.
+func TestLightRetransmissionUnparsed(t *testing.T) {
+	tb := newTestBed(t)
+	dev := proxytest.NewUDP(t, "")
+	reg := register(dev, "light-unparsed")
+	dev.Send(tb.udp, reg)
+	first := tb.pbx.ExpectRequest(wait, sip.REGISTER)
+	tb.pbx.Reply(tb.udp, first, 200, "OK", "Contact: <sip:1001@"+dev.Addr()+">;expires=600")
+	dev.ExpectResponse(wait, 200)
+
+	raw := []byte(strings.ReplaceAll(reg, "\n", "\r\n"))
+	props := sip.TransportReadProps{Transport: "UDP", LocalAddr: mustUDPAddr(t, tb.udp), RemoteAddr: mustUDPAddr(t, dev.Addr())}
+	allocs := testing.AllocsPerRun(20, func() {
+		if !tb.srv.lightRead(props, raw) {
+			t.Fatal("retransmission not taken by its light transaction")
+		}
+	})
+	if allocs > 2 {
+		t.Fatalf("a retransmission cost %.0f allocations, want at most 2 (no parse)", allocs)
+	}
+	for range 21 { // AllocsPerRun's warm-up run, then 20
+		if res := dev.ExpectResponse(wait, 200); res.Via() == nil || !strings.Contains(res.Via().Value(), "light-unparsed") {
+			t.Fatalf("answer to the retransmission: %v", res)
+		}
+	}
+
+	// The PBX's retransmitted 200 is dropped unread too.
+	again := []byte(sip.NewResponseFromRequest(first, 200, "OK", nil).String())
+	fromPBX := sip.TransportReadProps{Transport: "UDP", LocalAddr: props.LocalAddr, RemoteAddr: mustUDPAddr(t, tb.pbx.Addr())}
+	allocs = testing.AllocsPerRun(20, func() {
+		if !tb.srv.lightRead(fromPBX, again) {
+			t.Fatal("retransmitted response not taken by its light transaction")
+		}
+	})
+	if allocs > 1 {
+		t.Fatalf("a retransmitted response cost %.0f allocations, want at most 1 (no parse)", allocs)
+	}
+	dev.Quiet(300 * time.Millisecond)
+}
+
+func mustUDPAddr(t *testing.T, addr string) *net.UDPAddr {
+	t.Helper()
+	a, err := net.ResolveUDPAddr("udp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return a
 }
 
 // TestLightSweep: the janitor frees what is due, keeps the rest in order,

@@ -3,6 +3,7 @@ package proxy
 import (
 	"errors"
 	"net"
+	"net/netip"
 	"strings"
 	"time"
 
@@ -34,6 +35,19 @@ type tapPacketConn struct {
 	net.PacketConn
 	tap   *Tap
 	local string
+}
+
+// WriteToUDPAddrPort is WriteTo without a net.UDPAddr (see sendUDP).
+func (c *tapPacketConn) WriteToUDPAddrPort(b []byte, to netip.AddrPort) (int, error) {
+	w, ok := c.PacketConn.(udpWriter)
+	if !ok {
+		return c.WriteTo(b, net.UDPAddrFromAddrPort(to))
+	}
+	n, err := w.WriteToUDPAddrPort(b, to)
+	if n > 0 && c.tap.on() {
+		c.tap.capture(DirOut, "UDP", c.local, to.String(), b[:n])
+	}
+	return n, err
 }
 
 func (c *tapPacketConn) WriteTo(b []byte, addr net.Addr) (int, error) {
@@ -158,6 +172,5 @@ func (s *Server) writeUDP(m sip.Message) error {
 	if err != nil {
 		return err
 	}
-	_, err = l.pc.WriteTo(encode(m), to)
-	return err
+	return sendUDP(l.pc, encode(m), to)
 }
