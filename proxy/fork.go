@@ -199,7 +199,7 @@ func (b *Branch) run(ctx context.Context, opt ForwardOptions, tx sip.ClientTrans
 			if errors.Is(err, sip.ErrTransactionTimeout) {
 				code, reason = 408, "Request Timeout"
 			}
-			if ce := b.r.Log().Check(zap.DebugLevel, "branch failed"); ce != nil {
+			if ce := b.r.Check(zap.DebugLevel, "branch failed"); ce != nil {
 				ce.Write(zap.String(FieldDst, opt.Target.Dest), zap.Error(err))
 			}
 			res := sip.NewResponseFromRequest(b.out, code, reason, nil)

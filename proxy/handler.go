@@ -8,6 +8,7 @@ import (
 
 	"github.com/emiago/sipgo/sip"
 	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
 )
 
 // Handler handles one SIP request. It either answers it (Request.Respond)
@@ -138,6 +139,15 @@ func (r *Request) Log() *zap.Logger {
 	return r.log
 }
 
+// Check is Log().Check, without building the transaction's logger when
+// the level is off, as it is for the lines of every successful request.
+func (r *Request) Check(lvl zapcore.Level, msg string) *zapcore.CheckedEntry {
+	if !r.srv.log.Core().Enabled(lvl) {
+		return nil
+	}
+	return r.Log().Check(lvl, msg)
+}
+
 // InDialog reports whether the request carries a To tag.
 func (r *Request) InDialog() bool {
 	if to := r.Msg.To(); to != nil {
@@ -171,7 +181,7 @@ func (r *Request) RespondWith(res *sip.Response) {
 		// §16.7 step 5), who then ACKs and ends that dialog.
 		r.srv.metrics.response(r.Msg.Method, res.StatusCode, dirOut)
 		if err := r.srv.writeMsg(res); err != nil {
-			if ce := r.Log().Check(zap.DebugLevel, "response not sent"); ce != nil {
+			if ce := r.Check(zap.DebugLevel, "response not sent"); ce != nil {
 				ce.Write(zap.Int("status", res.StatusCode), zap.Error(err))
 			}
 		}
@@ -186,7 +196,7 @@ func (r *Request) RespondWith(res *sip.Response) {
 	r.srv.metrics.response(r.Msg.Method, res.StatusCode, dirOut)
 	t0 := r.srv.tapTime()
 	if err := r.Tx.Respond(res); err != nil {
-		if ce := r.Log().Check(zap.DebugLevel, "response not sent"); ce != nil {
+		if ce := r.Check(zap.DebugLevel, "response not sent"); ce != nil {
 			ce.Write(zap.Int("status", res.StatusCode), zap.Error(err))
 		}
 		return

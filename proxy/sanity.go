@@ -32,7 +32,7 @@ func (m *Sanity) Wrap(next Handler) Handler {
 			if r.Msg.IsAck() {
 				return
 			}
-			if ce := r.Log().Check(zap.DebugLevel, "request rejected"); ce != nil {
+			if ce := r.Check(zap.DebugLevel, "request rejected"); ce != nil {
 				ce.Write(Status(code), zap.String("reason", reason))
 			}
 			if hdr != nil {

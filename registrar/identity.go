@@ -12,9 +12,12 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"hash"
+	"io"
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 
 	"github.com/emiago/sipgo/sip"
 
@@ -286,11 +289,37 @@ func NewBindingToken() string {
 // duplicated when it registers again, on any node and after restarts,
 // with no store lookup; without the key it cannot be guessed.
 func BindingToken(key []byte, aor, identity string) string {
-	m := hmac.New(sha256.New, key)
-	m.Write([]byte(aor))
-	m.Write([]byte{0})
-	m.Write([]byte(identity))
-	return bindingTokenEncoding.EncodeToString(m.Sum(nil)[:16])
+	return bindingToken(hmac.New(sha256.New, key), aor, identity)
+}
+
+func bindingToken(m hash.Hash, aor, identity string) string {
+	_, _ = io.WriteString(m, aor)
+	_, _ = m.Write([]byte{0})
+	_, _ = io.WriteString(m, identity)
+	var sum [sha256.Size]byte
+	return bindingTokenEncoding.EncodeToString(m.Sum(sum[:0])[:16])
+}
+
+// tokenMACs derives binding tokens (BindingToken) with one key, reusing
+// its HMAC states: a fresh one costs two hash states and two hashed
+// blocks, and every REGISTER needs a token.
+type tokenMACs struct {
+	pool sync.Pool // of hash.Hash
+}
+
+func newTokenMACs(key []byte) *tokenMACs {
+	t := &tokenMACs{}
+	t.pool.New = func() any { return hmac.New(sha256.New, key) }
+	return t
+}
+
+// token is BindingToken(key, aor, identity).
+func (t *tokenMACs) token(aor, identity string) string {
+	m := t.pool.Get().(hash.Hash)
+	m.Reset()
+	tok := bindingToken(m, aor, identity)
+	t.pool.Put(m)
+	return tok
 }
 
 // IsBindingToken reports whether s has the shape of a NewBindingToken, so a

@@ -201,4 +201,14 @@ func TestBindingTokenDerived(t *testing.T) {
 			t.Errorf("distinct inputs gave the same token %q", a)
 		}
 	}
+
+	// The reused HMAC states give the same tokens, in any order.
+	macs := newTokenMACs(k1)
+	for range 3 {
+		for _, c := range [][2]string{{"sip:1001@pbx.test", "urn:uuid:0001"}, {"sip:1002@pbx.test", "\x00aor"}} {
+			if got, want := macs.token(c[0], c[1]), BindingToken(k1, c[0], c[1]); got != want {
+				t.Fatalf("pooled token for %q/%q: %q, want %q", c[0], c[1], got, want)
+			}
+		}
+	}
 }

@@ -129,6 +129,7 @@ type Registrar struct {
 	log      *zap.Logger
 	metrics  *metrics
 	tokenKey []byte // signs binding tokens; from the store, see Start
+	tokens   *tokenMACs
 	keeper   *keeper
 
 	nodeURIOnce sync.Once
@@ -152,7 +153,7 @@ func (r *Registrar) Start(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("registrar: binding-token key: %w", err)
 	}
-	r.tokenKey = key
+	r.tokenKey, r.tokens = key, newTokenMACs(key)
 	r.startKeeper()
 	return nil
 }

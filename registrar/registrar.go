@@ -351,7 +351,7 @@ func (r *Registrar) parseRegister(req *proxy.Request) (*regState, int, string) {
 	st.clean.Headers = nil
 
 	st.identity = DeviceIdentity(headerParam(c.Params, "+sip.instance"), push, st.clean)
-	st.token = BindingToken(r.tokenKey, aor, st.identity)
+	st.token = r.tokens.token(aor, st.identity)
 	st.upToken = st.token
 	if r.cfg.UpstreamContacts == PerAOR {
 		st.upToken = r.sharedToken(aor)
@@ -427,16 +427,15 @@ func (r *Registrar) onResponse(ctx context.Context, req *proxy.Request, st *regS
 		}
 		return res
 	}
-	log := req.Log()
 	switch {
 	case st.star:
 		n, err := r.store.DeleteAOR(ctx, st.aor)
 		if err != nil {
-			log.Warn("bindings not removed", proxy.AOR(st.aor), zap.Error(err))
+			req.Log().Warn("bindings not removed", proxy.AOR(st.aor), zap.Error(err))
 		}
 		r.forgetAOR(ctx, st.aor)
 		r.metrics.result("removed")
-		log.Info("bindings removed", proxy.AOR(st.aor), zap.Int("count", n))
+		req.Log().Info("bindings removed", proxy.AOR(st.aor), zap.Int("count", n))
 		return r.translateContacts(ctx, st, res, 0)
 	case st.contact == nil:
 		r.metrics.result("query")
@@ -445,19 +444,19 @@ func (r *Registrar) onResponse(ctx context.Context, req *proxy.Request, st *regS
 	granted := r.grantedExpiry(res, st)
 	if granted <= 0 || st.keepShared {
 		if err := r.store.DeleteBinding(ctx, st.aor, st.identity); err != nil && !errors.Is(err, store.ErrNotFound) {
-			log.Warn("binding not removed", proxy.AOR(st.aor), zap.Error(err))
+			req.Log().Warn("binding not removed", proxy.AOR(st.aor), zap.Error(err))
 		}
 		if !st.keepShared {
 			r.forget(ctx, st.upToken)
 		}
 		r.metrics.result("removed")
-		log.Info("binding removed", proxy.AOR(st.aor), zap.String(proxy.FieldInstance, maskIdentity(st.identity)))
+		req.Log().Info("binding removed", proxy.AOR(st.aor), zap.String(proxy.FieldInstance, maskIdentity(st.identity)))
 		return r.translateContacts(ctx, st, res, -1)
 	}
 	now := time.Now()
 	// On-behalf: the device keeps the expiry it asked for and sipwake
 	// keeps the PBX registration alive meanwhile.
-	onBehalf := r.cfg.Mode == ModeOnBehalf && st.push != nil && r.canKeep(ctx, st.aor, log)
+	onBehalf := r.cfg.Mode == ModeOnBehalf && st.push != nil && r.canKeep(ctx, st.aor, req)
 	deviceExp := granted
 	if onBehalf && st.requested > granted {
 		deviceExp = st.requested
@@ -482,7 +481,7 @@ func (r *Registrar) onResponse(ctx context.Context, req *proxy.Request, st *regS
 		RefreshPush: st.push != nil && (st.pnsreg || st.push.Legacy[ParamType] != ""),
 	}
 	if _, err := r.store.PutBinding(ctx, b, r.cfg.MaxBindingsPerAOR); err != nil {
-		log.Warn("binding not stored", proxy.AOR(st.aor), zap.Error(err))
+		req.Log().Warn("binding not stored", proxy.AOR(st.aor), zap.Error(err))
 		result, code, reason := "error", 500, "Server Internal Error"
 		if errors.Is(err, store.ErrTooManyBindings) {
 			result = "too_many_bindings"
@@ -495,8 +494,8 @@ func (r *Registrar) onResponse(ctx context.Context, req *proxy.Request, st *regS
 		return sip.NewResponseFromRequest(req.Msg, code, reason, nil)
 	}
 	r.metrics.result("ok")
-	r.keep(ctx, st, &b, granted, onBehalf, log)
-	if ce := log.Check(zap.InfoLevel, "binding stored"); ce != nil {
+	r.keep(ctx, st, &b, granted, onBehalf, req)
+	if ce := req.Check(zap.InfoLevel, "binding stored"); ce != nil {
 		fields := []zap.Field{proxy.AOR(st.aor), zap.String(proxy.FieldInstance, maskIdentity(st.identity)),
 			zap.Float64("expires", deviceExp.Seconds()), zap.Float64(proxy.FieldDuration, time.Since(start).Seconds())}
 		if onBehalf {

@@ -18,7 +18,7 @@ import (
 // at the PBX (per-AOR upstream contacts): derived like a binding token,
 // from an identity no device can have.
 func (r *Registrar) sharedToken(aor string) string {
-	return BindingToken(r.tokenKey, aor, "\x00aor")
+	return r.tokens.token(aor, "\x00aor")
 }
 
 // AuthFor says how sipwake's own REGISTERs for aor satisfy the PBX:
@@ -36,7 +36,7 @@ func (r *Registrar) AuthFor(aor string) string {
 // itself: the PBX trusts it for the AOR's domain, or it holds the
 // account's credentials. Without either, the device keeps the expiry the
 // PBX granted (as in pass-through mode) and refresh pushes wake it.
-func (r *Registrar) canKeep(ctx context.Context, aor string, log *zap.Logger) bool {
+func (r *Registrar) canKeep(ctx context.Context, aor string, req *proxy.Request) bool {
 	if r.AuthFor(aor) == AuthTrusted {
 		return true
 	}
@@ -45,7 +45,7 @@ func (r *Registrar) canKeep(ctx context.Context, aor string, log *zap.Logger) bo
 	case err == nil:
 		return r.cfg.Keyring != nil
 	case !errors.Is(err, store.ErrNotFound):
-		log.Warn("account lookup failed", proxy.AOR(aor), zap.Error(err))
+		req.Log().Warn("account lookup failed", proxy.AOR(aor), zap.Error(err))
 	}
 	return false
 }
@@ -54,7 +54,7 @@ func (r *Registrar) canKeep(ctx context.Context, aor string, log *zap.Logger) bo
 // device registers again: in on-behalf mode the refreshes at the PBX, and
 // the refresh push. The device's REGISTER puts the record back to active
 // (a registration that needed the app's login resumes here).
-func (r *Registrar) keep(ctx context.Context, st *regState, b *store.Binding, granted time.Duration, onBehalf bool, log *zap.Logger) {
+func (r *Registrar) keep(ctx context.Context, st *regState, b *store.Binding, granted time.Duration, onBehalf bool, req *proxy.Request) {
 	shared := r.cfg.UpstreamContacts == PerAOR
 	if !onBehalf && !shared && !(r.cfg.RefreshPush && b.RefreshPush) {
 		return
@@ -66,11 +66,11 @@ func (r *Registrar) keep(ctx context.Context, st *regState, b *store.Binding, gr
 		case errors.Is(err, store.ErrNotFound):
 			reg = store.Registration{Token: st.upToken, CallID: newCallID()}
 		case err != nil:
-			log.Warn("registration not kept", proxy.AOR(st.aor), zap.Error(err))
+			req.Log().Warn("registration not kept", proxy.AOR(st.aor), zap.Error(err))
 			return
 		}
 		if reg.State == store.RegNeedsLogin {
-			log.Info("upstream registration resumed", proxy.AOR(st.aor))
+			req.Log().Info("upstream registration resumed", proxy.AOR(st.aor))
 		}
 		reg.AOR, reg.Transport = st.aor, st.contactTP
 		if !shared {
@@ -96,7 +96,7 @@ func (r *Registrar) keep(ctx context.Context, st *regState, b *store.Binding, gr
 			return
 		}
 		if !errors.Is(err, store.ErrConflict) {
-			log.Warn("registration not kept", proxy.AOR(st.aor), zap.Error(err))
+			req.Log().Warn("registration not kept", proxy.AOR(st.aor), zap.Error(err))
 			return
 		}
 	}
