@@ -302,6 +302,15 @@ func TestLightSweep(t *testing.T) {
 	if s, _ := lt.pending(); s != 1 || lt.head != 1000 {
 		t.Fatalf("after the last sweep: %d kept, head %d", s, lt.head)
 	}
+
+	// Drained after a peak, the queue lets its large array go.
+	for i := range 5000 {
+		add(i, t0)
+	}
+	lt.sweep(t0.Add(time.Hour))
+	if lt.queue != nil || lt.head != 0 {
+		t.Fatalf("drained queue kept: len %d, cap %d, head %d", len(lt.queue), cap(lt.queue), lt.head)
+	}
 }
 
 // TestLightSweepKeeps: the sweep keeps, T4 at a time, an INVITE branch let
