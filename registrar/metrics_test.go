@@ -12,7 +12,7 @@ import (
 	"github.com/sipwake/sipwake/store"
 )
 
-// slowList is a store whose ListBindings takes until release is closed.
+// slowList is a store whose CountBindings takes until release is closed.
 type slowList struct {
 	store.Store
 	release chan struct{}
@@ -20,14 +20,22 @@ type slowList struct {
 	bs      []store.Binding
 }
 
-func (s *slowList) ListBindings(ctx context.Context, _ store.ListOptions) ([]store.Binding, error) {
+func (s *slowList) CountBindings(ctx context.Context) (map[string]int, error) {
 	s.calls.Add(1)
 	select {
 	case <-s.release:
-		return s.bs, nil
 	case <-ctx.Done():
 		return nil, ctx.Err()
 	}
+	counts := map[string]int{}
+	for _, b := range s.bs {
+		p := ""
+		if b.Push != nil {
+			p = b.Push.Provider
+		}
+		counts[p]++
+	}
+	return counts, nil
 }
 
 // TestBindingsGaugeNeverBlocksScrape: the first scrape waits at most 2 s

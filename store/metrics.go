@@ -44,6 +44,7 @@ const (
 	OpListRegistrations  = "list_registrations"
 	OpClaimDue           = "claim_due"
 	OpCountRegistrations = "count_registrations"
+	OpCountBindings      = "count_bindings"
 	OpPutAccount         = "put_account"
 	OpAccount            = "account"
 	OpDeleteAccount      = "delete_account"
@@ -61,7 +62,8 @@ func Ops() []string {
 		OpPutMessage, OpMessage, OpListMessages, OpMessagesFor, OpAcknowledge, OpAddPending,
 		OpCountAttempt, OpDeleteMessage, OpLease, OpReleaseLease,
 		OpPutRegistration, OpRegistration, OpDeleteRegistration, OpListRegistrations,
-		OpClaimDue, OpCountRegistrations, OpPutAccount, OpAccount, OpDeleteAccount, OpListAccounts}
+		OpClaimDue, OpCountRegistrations, OpPutAccount, OpAccount, OpDeleteAccount, OpListAccounts,
+		OpCountBindings}
 }
 
 // Metrics are the collectors every store backend shares. The metric names

@@ -183,6 +183,10 @@ type Bindings interface {
 	// ListBindings lists live bindings across AORs, sorted by AOR then
 	// instance.
 	ListBindings(ctx context.Context, opt ListOptions) ([]Binding, error)
+	// CountBindings counts the live bindings by push provider (Push.
+	// Provider; "" for bindings without a push target), without building
+	// them: the bindings gauge runs it on every node.
+	CountBindings(ctx context.Context) (map[string]int, error)
 	// ClearPush removes the push target of binding (aor, instance) only
 	// when its current Push.Token equals token, so that a permanent push
 	// error cannot erase a token a fresh REGISTER just stored. It reports

@@ -487,6 +487,44 @@ func (s *Store) ListBindings(ctx context.Context, opt store.ListOptions) (out []
 	return out, nil
 }
 
+// CountBindings implements store.Bindings with one read transaction
+// over the bindings bucket, each binding decoded into its expiry and
+// provider only.
+func (s *Store) CountBindings(ctx context.Context) (counts map[string]int, err error) {
+	defer func() { s.metrics.Observe(store.OpCountBindings, err) }()
+	if err := s.begin(ctx); err != nil {
+		return nil, fail("count bindings", err)
+	}
+	now := time.Now()
+	err = s.db.View(func(tx *bolt.Tx) error {
+		counts = map[string]int{}
+		return tx.Bucket(bucketBindings).ForEach(func(k, v []byte) error {
+			var b struct {
+				Expires time.Time `json:"expires"`
+				Push    *struct {
+					Provider string `json:"provider"`
+				} `json:"push"`
+			}
+			if err := json.Unmarshal(v, &b); err != nil {
+				return fmt.Errorf("corrupt binding %q: %w", k, err)
+			}
+			if !now.Before(b.Expires) {
+				return nil
+			}
+			p := ""
+			if b.Push != nil {
+				p = b.Push.Provider
+			}
+			counts[p]++
+			return nil
+		})
+	})
+	if err != nil {
+		return nil, fail("count bindings", err)
+	}
+	return counts, nil
+}
+
 // ClearPush implements store.Bindings in one bbolt write transaction: the
 // binding is read, compared and rewritten without its push target while
 // no other writer runs. The token and expiry indexes do not change.

@@ -492,20 +492,54 @@ func (s *Store) ListBindings(ctx context.Context, opt store.ListOptions) (out []
 	return out, nil
 }
 
-// listBatch is how many AORs ListBindings reads in one pipeline: one round
-// trip per AOR made the bindings gauge of a node with 10,000 devices take
-// over a second on every refresh.
-const listBatch = 256
+// CountBindings implements store.Bindings: like ListBindings without an
+// AOR, but the script returns only each binding's provider, so that
+// nothing is decoded here (decoding every binding cost the node about
+// 17 µs per binding on every refresh of the gauge).
+func (s *Store) CountBindings(ctx context.Context) (counts map[string]int, err error) {
+	defer func() { s.metrics.Observe(store.OpCountBindings, err) }()
+	if err := s.begin(ctx); err != nil {
+		return nil, fail("count bindings", err)
+	}
+	aors, err := s.scanAORs(ctx)
+	if err != nil {
+		return nil, fail("count bindings", err)
+	}
+	now := ms(time.Now())
+	counts = map[string]int{}
+	for start := 0; start < len(aors); start += listBatch {
+		batch := aors[start:min(start+listBatch, len(aors))]
+		cmds, err := s.evalBatch(ctx, countBindingsScript, batch, func(aor string) []any {
+			return []any{now, s.keys.bindingPrefix(aor)}
+		})
+		if err != nil {
+			return nil, fail("count bindings", err)
+		}
+		for _, c := range cmds {
+			res, err := c.Slice()
+			if err != nil {
+				return nil, fail("count bindings", err)
+			}
+			for _, v := range res {
+				p, _ := str(v)
+				counts[p]++
+			}
+		}
+	}
+	return counts, nil
+}
 
-// batchBindings reads the live bindings of each AOR, in one pipeline.
-func (s *Store) batchBindings(ctx context.Context, aors []string, now time.Time) ([][]store.Binding, error) {
-	out := make([][]store.Binding, len(aors))
+// evalBatch runs script once per AOR (KEYS[1] its AOR set, ARGV from
+// args) in one pipeline. Where a server does not have the script cached
+// yet (or it was flushed), it loads it (on every primary of a Cluster) and
+// sends the batch again.
+func (s *Store) evalBatch(ctx context.Context, script *goredis.Script, aors []string, args func(aor string) []any) ([]*goredis.Cmd, error) {
 	run := func() []*goredis.Cmd {
 		cmds := make([]*goredis.Cmd, len(aors))
-		// Errors are read per command below.
+		// Errors are read per command by the caller.
 		_, _ = s.client.Pipelined(ctx, func(p goredis.Pipeliner) error {
 			for i, aor := range aors {
-				cmds[i] = bindingsScript.EvalSha(ctx, p, []string{s.keys.aor(aor)}, ms(now), s.keys.bindingPrefix(aor))
+				cmds[i] = script.EvalSha(ctx, p, []string{s.keys.aor(aor)}, args(aor)...)
 			}
 			return nil
 		})
@@ -514,14 +548,28 @@ func (s *Store) batchBindings(ctx context.Context, aors []string, now time.Time)
 	cmds := run()
 	for _, c := range cmds {
 		if err := c.Err(); err != nil && goredis.HasErrorPrefix(err, "NOSCRIPT") {
-			// Not cached on a server yet (or flushed): load it (on every
-			// primary of a Cluster), then send the batch again.
-			if err := bindingsScript.Load(ctx, s.client).Err(); err != nil {
+			if err := script.Load(ctx, s.client).Err(); err != nil {
 				return nil, err
 			}
-			cmds = run()
-			break
+			return run(), nil
 		}
+	}
+	return cmds, nil
+}
+
+// listBatch is how many AORs ListBindings reads in one pipeline: one round
+// trip per AOR made the bindings gauge of a node with 10,000 devices take
+// over a second on every refresh.
+const listBatch = 256
+
+// batchBindings reads the live bindings of each AOR, in one pipeline.
+func (s *Store) batchBindings(ctx context.Context, aors []string, now time.Time) ([][]store.Binding, error) {
+	out := make([][]store.Binding, len(aors))
+	cmds, err := s.evalBatch(ctx, bindingsScript, aors, func(aor string) []any {
+		return []any{ms(now), s.keys.bindingPrefix(aor)}
+	})
+	if err != nil {
+		return nil, err
 	}
 	for i, aor := range aors {
 		res, err := cmds[i].Slice()

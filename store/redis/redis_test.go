@@ -4,8 +4,11 @@ import (
 	"context"
 	"crypto/tls"
 	"errors"
+	"fmt"
 	"net"
+	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -511,4 +514,62 @@ func TestBindingLivesUntilItsExpiry(t *testing.T) {
 	if checked < 20 {
 		t.Fatalf("only %d listings early enough to tell", checked)
 	}
+}
+
+// BenchmarkCountBindings compares the bindings gauge's count with listing
+// every binding, over 10,000 bindings (5,000 AORs, two devices each, one
+// in four without a push target); one op is one full count.
+func BenchmarkCountBindings(b *testing.B) {
+	addr := storetest.StartRedis(b)
+	s, err := redis.Open(b.Context(), redis.Options{
+		Addresses: []string{addr}, KeyPrefix: "bench:", NodeID: "bench", Registerer: prometheus.NewRegistry(),
+	})
+	if err != nil {
+		b.Fatalf("Open: %v", err)
+	}
+	defer s.Close()
+	for i := range 10000 {
+		aor, inst := "sip:user"+strconv.Itoa(i/2)+"@example.com", "dev"+strconv.Itoa(i%2)
+		bd := storetest.Fixture(aor, inst, aor+"/"+inst, time.Hour)
+		if i%4 == 0 {
+			bd.Push = nil
+		}
+		if _, err := s.PutBinding(b.Context(), bd, 0); err != nil {
+			b.Fatalf("PutBinding: %v", err)
+		}
+	}
+	// The node's CPU (this process; redis-server's is its own).
+	nodeCPU := func() time.Duration {
+		var ru syscall.Rusage
+		_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
+		return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+	}
+	run := func(b *testing.B, op func() error) {
+		b.ReportAllocs()
+		cpu0 := nodeCPU()
+		for b.Loop() {
+			if err := op(); err != nil {
+				b.Fatal(err)
+			}
+		}
+		b.ReportMetric(float64((nodeCPU()-cpu0).Milliseconds())/float64(b.N), "node-cpu-ms/op")
+	}
+	b.Run("count", func(b *testing.B) {
+		run(b, func() error {
+			counts, err := s.CountBindings(b.Context())
+			if err == nil && (counts["apns"] != 7500 || counts[""] != 2500) {
+				err = fmt.Errorf("CountBindings = %v", counts)
+			}
+			return err
+		})
+	})
+	b.Run("list", func(b *testing.B) {
+		run(b, func() error {
+			bs, err := s.ListBindings(b.Context(), store.ListOptions{})
+			if err == nil && len(bs) != 10000 {
+				err = fmt.Errorf("ListBindings: %d bindings", len(bs))
+			}
+			return err
+		})
+	})
 }

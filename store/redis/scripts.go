@@ -234,6 +234,28 @@ end
 return out
 `)
 
+// countBindingsScript reads the push provider of each live binding of an
+// AOR, pruning expired members as bindingsScript does.
+//
+//	KEYS[1] AOR set
+//	ARGV    now, binding-key prefix
+//
+// Reply: {provider, ...}, ” for a binding without a push target. The
+// provider is read from the binding's JSON, where json.Marshal writes the
+// push target's provider first: '"push":{"provider":"'. A string field
+// cannot fake it, its quotes being escaped.
+var countBindingsScript = goredis.NewScript(`
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[1])
+local out = {}
+for _, m in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do
+  local d = redis.call('HGET', ARGV[2] .. m, 'data')
+  if d then
+    out[#out + 1] = string.match(d, '"push":{"provider":"([^"]*)"') or ''
+  end
+end
+return out
+`)
+
 // unlinkTokenScript deletes a token index entry only while it still points
 // at the given binding key (another binding may have taken the token).
 //

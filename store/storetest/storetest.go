@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"reflect"
 	"sort"
 	"sync"
@@ -68,6 +69,7 @@ func RunWithOptions(t *testing.T, open OpenFunc, opt Options) {
 		{"Delete", s.testDelete},
 		{"BindingByToken", s.testBindingByToken},
 		{"ListBindings", s.testListBindings},
+		{"CountBindings", s.testCountBindings},
 		{"BinarySafeKeys", s.testBinarySafe},
 		{"EventsOtherNode", s.testEvents},
 		{"EventNoMessages", s.testEventNoMessages},
@@ -509,6 +511,47 @@ func (s *suite) testBindingByToken(t *testing.T) {
 	for _, tok := range []string{"tok-unknown", "", "tok-g", "tok-g1 "} {
 		checkNotFoundByToken(t, st, tok)
 	}
+}
+
+// testCountBindings: live bindings counted by provider, "" without a
+// push target; expired ones are not counted, a cleared push target moves
+// its binding to "".
+func (s *suite) testCountBindings(t *testing.T) {
+	st := s.open(t, NodeA)
+	count := func(want map[string]int) {
+		t.Helper()
+		got, err := st.CountBindings(ctx(t))
+		if err != nil {
+			t.Fatalf("CountBindings: %v", err)
+		}
+		if !maps.Equal(got, want) && !(len(got) == 0 && len(want) == 0) {
+			t.Fatalf("CountBindings = %v, want %v", got, want)
+		}
+	}
+	count(map[string]int{})
+	fcm := Fixture("sip:bob@example.com", "b1", "tok-b1", time.Hour)
+	fcm.Push = &store.PushTarget{Provider: "fcm", Token: "fcm-token", Param: "project-1"}
+	bare := Fixture("sip:bob@example.com", "b2", "tok-b2", time.Hour)
+	bare.Push = nil
+	// A string field that looks like a push target is not one.
+	bare.UserAgent = `"push":{"provider":"apns"`
+	for _, b := range []store.Binding{
+		Fixture("sip:amy@example.com", "a1", "tok-a1", time.Hour),
+		Fixture("sip:amy@example.com", "a2", "tok-a2", time.Hour),
+		Fixture("sip:cy@example.com", "c1", "tok-c1", time.Hour),
+		Fixture("sip:cy@example.com", "expired", "tok-exp", -time.Second),
+		fcm, bare,
+	} {
+		put(t, st, b, 0)
+	}
+	count(map[string]int{"apns": 3, "fcm": 1, "": 1})
+	if ok, err := st.ClearPush(ctx(t), "sip:cy@example.com", "c1", "voip-tok-c1"); err != nil || !ok {
+		t.Fatalf("ClearPush: %v, %v", ok, err)
+	}
+	if err := st.DeleteBinding(ctx(t), "sip:amy@example.com", "a2"); err != nil {
+		t.Fatalf("DeleteBinding: %v", err)
+	}
+	count(map[string]int{"apns": 1, "fcm": 1, "": 2})
 }
 
 func (s *suite) testListBindings(t *testing.T) {
