@@ -240,10 +240,10 @@ return out
 //	KEYS[1] AOR set
 //	ARGV    now, binding-key prefix
 //
-// Reply: {provider, ...}, ” for a binding without a push target. The
-// provider is read from the binding's JSON, where json.Marshal writes the
-// push target's provider first: '"push":{"provider":"'. A string field
-// cannot fake it, its quotes being escaped.
+// Reply: {provider, ...}, the empty string for a binding without a push
+// target. The provider is read from the binding's JSON, where json.Marshal
+// writes the push target's provider first: '"push":{"provider":"'. A
+// string field cannot fake it, its quotes being escaped.
 var countBindingsScript = goredis.NewScript(`
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[1])
 local out = {}
