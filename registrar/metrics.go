@@ -74,10 +74,10 @@ var bindingsDesc = prometheus.NewDesc("sipwake_registrar_bindings",
 	"Live device bindings in the store, by push provider (none = no push target).", []string{"provider"}, nil)
 
 // bindingsCollector counts the live bindings, at most once per 15 s. The
-// count walks every AOR of the store (with Redis, about a second per
-// 100,000 devices), so it
-// runs beside the scrape: a scrape reports the last count and starts a new
-// one when that is stale; only the first scrape waits for one, up to 2 s.
+// count walks every AOR of the store (on Redis about 14 ms per 1,000
+// devices, most of it in Redis), so it runs beside the scrape: a scrape
+// reports the last count and starts a new one when that is stale; only
+// the first scrape waits for one, up to 2 s.
 type bindingsCollector struct {
 	st      store.Store
 	mu      sync.Mutex
