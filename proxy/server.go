@@ -312,6 +312,13 @@ func (s *Server) listen(l Listen) error {
 			// kernel caps this at net.core.rmem_max.
 			_ = uc.SetReadBuffer(s.cfg.UDPBufferBytes)
 			_ = uc.SetWriteBuffer(s.cfg.UDPBufferBytes)
+			if got, ok := udpRecvBuffer(uc); ok && got < s.cfg.UDPBufferBytes {
+				// Silent otherwise: a burst then overflows the socket, and
+				// only the kernel's UDP counters show the drops.
+				s.log.Warn("udp receive buffer capped by net.core.rmem_max",
+					zap.String("addr", pc.LocalAddr().String()),
+					zap.Int("asked_bytes", s.cfg.UDPBufferBytes), zap.Int("granted_bytes", got))
+			}
 		}
 		if s.cfg.Tap != nil {
 			pc = &tapPacketConn{PacketConn: pc, tap: s.cfg.Tap, local: pc.LocalAddr().String()}
