@@ -150,19 +150,22 @@ func (s *Server) lightRead(p sip.TransportReadProps, data []byte) bool {
 	if bytes.HasPrefix(data, responsePrefix) {
 		return s.lightResponse(p, data)
 	}
-	if s.lightRetransmission(data) {
+	// The key read from the raw request (rawServerKey) finds its
+	// retransmissions, and serves the parsed request too.
+	key, _ := rawServerKey(data)
+	if key != "" && s.lightRetransmission(key) {
 		return true
 	}
 	if lightMethod(data) {
-		return s.lightRequest(p, data)
+		return s.lightRequest(p, data, key)
 	}
 	switch {
 	case bytes.HasPrefix(data, ackPrefix):
 		return s.lightAck(p, data)
 	case bytes.HasPrefix(data, invitePrefix):
-		return s.lightInvite(p, data)
+		return s.lightInvite(p, data, key)
 	case bytes.HasPrefix(data, cancelPrefix):
-		return s.lightCancel(p, data)
+		return s.lightCancel(p, data, key)
 	}
 	return false
 }
@@ -173,11 +176,7 @@ func (s *Server) lightRead(p sip.TransportReadProps, data []byte) bool {
 // when answers are slow, under load; each one parsed cost as much as a
 // new request. Anything the quick read does not match takes the normal
 // path, which matches it again after parsing.
-func (s *Server) lightRetransmission(data []byte) bool {
-	key, ok := rawServerKey(data)
-	if !ok {
-		return false
-	}
+func (s *Server) lightRetransmission(key string) bool {
 	v, ok := s.light.servers.Load(key)
 	if !ok {
 		return false
@@ -195,8 +194,8 @@ func (s *Server) lightRetransmission(data []byte) bool {
 
 // lightRequest starts a light server transaction for the request, or
 // answers a retransmission of one from its state.
-func (s *Server) lightRequest(p sip.TransportReadProps, data []byte) bool {
-	req, key, pc, ok := s.lightParse(p, data)
+func (s *Server) lightRequest(p sip.TransportReadProps, data []byte, key string) bool {
+	req, key, pc, ok := s.lightParse(p, data, key)
 	if !ok {
 		return false
 	}
@@ -232,7 +231,7 @@ func (s *Server) lightServer(req *sip.Request, key string, pc net.PacketConn) (t
 // failure matches the INVITE's server transaction (its key, §17.2.3), and
 // ends it: sipgo's, or a light one.
 func (s *Server) lightAck(p sip.TransportReadProps, data []byte) bool {
-	req, key, pc, ok := s.lightParse(p, data)
+	req, key, pc, ok := s.lightParse(p, data, "")
 	if !ok {
 		return false
 	}
@@ -275,9 +274,11 @@ func (s *Server) ackOrder(req *sip.Request) chan struct{} {
 }
 
 // lightParse parses a request read on a UDP listener, with its server
-// transaction key. A request the transaction layer would reject (no Via,
-// CSeq...) is left to it, and so its error answer.
-func (s *Server) lightParse(p sip.TransportReadProps, data []byte) (*sip.Request, string, net.PacketConn, bool) {
+// transaction key: raw, when rawServerKey read one from the bytes (the
+// same, FuzzRawServerKey holds), else made from the parsed request. A
+// request the transaction layer would reject (no Via, CSeq...) is left to
+// it, and so its error answer.
+func (s *Server) lightParse(p sip.TransportReadProps, data []byte, raw string) (*sip.Request, string, net.PacketConn, bool) {
 	l := s.udpListenerAt(p.LocalAddr)
 	if l == nil || l.pc == nil {
 		return nil, "", nil, false
@@ -291,9 +292,11 @@ func (s *Server) lightParse(p sip.TransportReadProps, data []byte) (*sip.Request
 		req.CSeq() == nil || req.CSeq().MethodName != req.Method {
 		return nil, "", nil, false
 	}
-	key, err := sip.ServerTxKeyMake(req)
-	if err != nil {
-		return nil, "", nil, false
+	key := raw
+	if key == "" {
+		if key, err = sip.ServerTxKeyMake(req); err != nil {
+			return nil, "", nil, false
+		}
 	}
 	req.SetTransport("UDP")
 	req.SetSource(p.RemoteAddr.String())

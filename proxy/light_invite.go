@@ -54,8 +54,8 @@ var (
 
 // lightInvite starts a light INVITE server transaction, or answers a
 // retransmission of the INVITE from its state.
-func (s *Server) lightInvite(p sip.TransportReadProps, data []byte) bool {
-	req, key, pc, ok := s.lightParse(p, data)
+func (s *Server) lightInvite(p sip.TransportReadProps, data []byte, key string) bool {
+	req, key, pc, ok := s.lightParse(p, data, key)
 	if !ok {
 		return false
 	}
@@ -92,8 +92,8 @@ func skeleton(req *sip.Request) *sip.Request {
 // lightCancel takes a CANCEL over UDP that matches a light INVITE server
 // transaction; any other goes to sipgo, which answers 481 when nothing
 // matches.
-func (s *Server) lightCancel(p sip.TransportReadProps, data []byte) bool {
-	req, key, pc, ok := s.lightParse(p, data)
+func (s *Server) lightCancel(p sip.TransportReadProps, data []byte, key string) bool {
+	req, key, pc, ok := s.lightParse(p, data, key)
 	if !ok {
 		return false
 	}

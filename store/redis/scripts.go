@@ -222,17 +222,11 @@ redis.call('DEL', KEYS[1])
 //
 // Reply: {instance, data, ...}.
 var bindingsScript = goredis.NewScript(`
-redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[1])
-local out = {}
-for _, m in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do
-  local d = redis.call('HGET', ARGV[2] .. m, 'data')
-  if d then
-    out[#out + 1] = m
-    out[#out + 1] = d
-  end
+local function row(out, m, d)
+  out[#out + 1] = m
+  out[#out + 1] = d
 end
-return out
-`)
+` + eachLiveBinding)
 
 // countBindingsScript reads the push provider of each live binding of an
 // AOR, pruning expired members as bindingsScript does.
@@ -245,16 +239,26 @@ return out
 // writes the push target's provider first: '"push":{"provider":"'. A
 // string field cannot fake it, its quotes being escaped.
 var countBindingsScript = goredis.NewScript(`
+local function row(out, m, d)
+  out[#out + 1] = string.match(d, '"push":{"provider":"([^"]*)"') or ''
+end
+` + eachLiveBinding)
+
+// eachLiveBinding is what bindingsScript and countBindingsScript share:
+// it prunes the expired members of the AOR set KEYS[1] (ARGV[1] now,
+// ARGV[2] the binding-key prefix) and returns what the script's
+// row(out, instance, data) added for each binding still stored.
+const eachLiveBinding = `
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[1])
 local out = {}
 for _, m in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do
   local d = redis.call('HGET', ARGV[2] .. m, 'data')
   if d then
-    out[#out + 1] = string.match(d, '"push":{"provider":"([^"]*)"') or ''
+    row(out, m, d)
   end
 end
 return out
-`)
+`
 
 // unlinkTokenScript deletes a token index entry only while it still points
 // at the given binding key (another binding may have taken the token).
