@@ -401,14 +401,14 @@ func rrURI(l *listener, user string) sip.Uri {
 	return sip.Uri{Scheme: "sip", User: user, Host: l.advHost, Port: l.advPort, UriParams: p}
 }
 
-// PathURI is the URI sipwake puts in a Path header (RFC 3327) for
-// requests that reach it over transport.
-func (s *Server) PathURI(transport string) (sip.Uri, error) {
+// PathValue is the Path header value (RFC 3327), "<uri>", sipwake adds to
+// a REGISTER that reached it over transport: made once per listener.
+func (s *Server) PathValue(transport string) (string, error) {
 	l := s.listenerFor(transport)
 	if l == nil {
-		return sip.Uri{}, errors.New("proxy: no listener for transport " + transport)
+		return "", errors.New("proxy: no listener for transport " + transport)
 	}
-	return rrURI(l, ""), nil
+	return l.path, nil
 }
 
 func randomToken() string {
@@ -446,7 +446,7 @@ func (s *Server) relay(r *Request, opt ForwardOptions, out *sip.Request, tx sip.
 			r.answered.Store(true) // the transaction layer answered 487
 			r.failed.Store(true)
 			if gotProv {
-				sendCancel(c.GetHeader("Reason"))
+				sendCancel(FirstHeader(c, "Reason"))
 			}
 		})
 		tx.OnRetransmission(func(res *sip.Response) {
@@ -626,13 +626,13 @@ func (s *Server) sendCancel(inv *sip.Request, reason sip.Header) {
 	c := sip.NewRequest(sip.CANCEL, inv.Recipient)
 	c.SipVersion = inv.SipVersion
 	c.AppendHeader(inv.Via().Clone())
-	for _, h := range inv.GetHeaders("Route") {
+	for _, h := range HeadersNamed(inv, "Route") {
 		c.AppendHeader(sip.HeaderClone(h))
 	}
 	mf := sip.MaxForwardsHeader(70)
 	c.AppendHeader(&mf)
 	for _, name := range []string{"From", "To", "Call-ID"} {
-		if h := inv.GetHeader(name); h != nil {
+		if h := FirstHeader(inv, name); h != nil {
 			c.AppendHeader(sip.HeaderClone(h))
 		}
 	}

@@ -701,7 +701,7 @@ func ackFor(inv *sip.Request, res *sip.Response) *sip.Request {
 	ack := sip.NewRequest(sip.ACK, inv.Recipient)
 	ack.SipVersion = inv.SipVersion
 	ack.AppendHeader(inv.Via())
-	for _, h := range inv.GetHeaders("Route") {
+	for _, h := range HeadersNamed(inv, "Route") {
 		ack.AppendHeader(h)
 	}
 	mf := sip.MaxForwardsHeader(70)

@@ -76,7 +76,7 @@ func (s *Server) lightInvite(p sip.TransportReadProps, data []byte, key string) 
 func skeleton(req *sip.Request) *sip.Request {
 	c := sip.NewRequest(req.Method, req.Recipient)
 	c.SipVersion = req.SipVersion
-	for _, h := range req.GetHeaders("Via") {
+	for _, h := range HeadersNamed(req, "Via") {
 		c.AppendHeader(sip.HeaderClone(h))
 	}
 	for _, h := range []sip.Header{req.From(), req.To(), req.CallID(), req.CSeq()} {

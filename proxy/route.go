@@ -21,7 +21,7 @@ func (s *Server) preprocessRoute(r *Request) bool {
 	req := r.Msg
 	if s.IsOwnURI(&req.Recipient) && req.Recipient.UriParams.Has("lr") {
 		// Strict routing: the Request-URI is our Record-Route value.
-		routes := req.GetHeaders("Route")
+		routes := HeadersNamed(req, "Route")
 		if len(routes) > 0 {
 			if last, ok := routes[len(routes)-1].(*sip.RouteHeader); ok {
 				s.noteFlow(r, &req.Recipient)
@@ -42,7 +42,7 @@ func (s *Server) preprocessRoute(r *Request) bool {
 		}
 		r.OwnRoute = true
 		req.RemoveHeader("Route") // removes the first Route value only
-		if len(req.GetHeaders("Route")) == 0 {
+		if len(HeadersNamed(req, "Route")) == 0 {
 			break
 		}
 	}
@@ -67,7 +67,7 @@ func (s *Server) noteFlow(r *Request, u *sip.Uri) bool {
 }
 
 func removeLastHeader(req *sip.Request, name string, h sip.Header) {
-	all := req.GetHeaders(name)
+	all := HeadersNamed(req, name)
 	for req.RemoveHeader(name) {
 	}
 	for _, x := range all {
@@ -198,25 +198,59 @@ func (s *Server) answerOwn(r *Request) {
 // a hash over the fields that, unchanged, mean the request came back to us
 // unchanged (a loop) rather than spiralling.
 func loopHash(req *sip.Request, prevTopVia string) string {
-	h := sha256.New()
-	h.Write([]byte(req.Recipient.String()))
+	// Built on the stack and hashed in one go: the branch of every
+	// request forwarded carries this hash.
+	var buf [512]byte
+	b := appendURIKey(buf[:0], &req.Recipient)
+	b = append(b, 0)
 	if f := req.From(); f != nil {
 		t, _ := f.Params.Get("tag")
-		h.Write([]byte(t))
+		b = append(b, t...)
 	}
+	b = append(b, 0)
 	if to := req.To(); to != nil {
 		t, _ := to.Params.Get("tag")
-		h.Write([]byte(t))
+		b = append(b, t...)
 	}
+	b = append(b, 0)
 	if c := req.CallID(); c != nil {
-		h.Write([]byte(c.Value()))
+		b = append(b, c.Value()...)
 	}
+	b = append(b, 0)
 	if c := req.CSeq(); c != nil {
-		h.Write([]byte(strconv.FormatUint(uint64(c.SeqNo), 10)))
+		b = strconv.AppendUint(b, uint64(c.SeqNo), 10)
 	}
-	h.Write([]byte(prevTopVia))
-	sum := h.Sum(nil)
+	b = append(b, 0)
+	b = append(b, prevTopVia...)
+	sum := sha256.Sum256(b)
 	return base64.RawURLEncoding.EncodeToString(sum[:9])
+}
+
+// appendURIKey appends the parts of u that identify it, for hashing
+// (not a URI's text: a parse of the same text always gives the same key).
+func appendURIKey(b []byte, u *sip.Uri) []byte {
+	b = append(b, u.Scheme...)
+	b = append(b, ':')
+	b = append(b, u.User...)
+	b = append(b, ':')
+	b = append(b, u.Password...)
+	b = append(b, '@')
+	b = append(b, u.Host...)
+	b = append(b, ':')
+	b = strconv.AppendInt(b, int64(u.Port), 10)
+	for _, kv := range u.UriParams {
+		b = append(b, ';')
+		b = append(b, kv.K...)
+		b = append(b, '=')
+		b = append(b, kv.V...)
+	}
+	for _, kv := range u.Headers {
+		b = append(b, '&')
+		b = append(b, kv.K...)
+		b = append(b, '=')
+		b = append(b, kv.V...)
+	}
+	return b
 }
 
 const branchPrefix = sip.RFC3261BranchMagicCookie + ".sw"
@@ -224,7 +258,7 @@ const branchPrefix = sip.RFC3261BranchMagicCookie + ".sw"
 // looped reports whether the request already passed through us with the
 // same Request-URI and dialog fields (RFC 3261 §16.3 step 4).
 func (s *Server) looped(req *sip.Request) bool {
-	vias := req.GetHeaders("Via")
+	vias := HeadersNamed(req, "Via")
 	for i, h := range vias {
 		v, ok := h.(*sip.ViaHeader)
 		if !ok {

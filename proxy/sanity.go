@@ -60,9 +60,9 @@ func (m *Sanity) check(r *Request) (int, string, sip.Header) {
 	}
 	counts := [len(singleHeaders)]int{}
 	for _, h := range req.Headers() {
-		n := strings.ToLower(h.Name())
+		n := h.Name()
 		for i, s := range singleHeaders {
-			if n == s {
+			if strings.EqualFold(n, s) {
 				counts[i]++
 			}
 		}
@@ -75,9 +75,7 @@ func (m *Sanity) check(r *Request) (int, string, sip.Header) {
 	if req.CSeq().MethodName != req.Method {
 		return 400, "Bad Request (CSeq method mismatch)", nil
 	}
-	switch strings.ToLower(req.Recipient.Scheme) {
-	case "sip", "sips":
-	default:
+	if sc := req.Recipient.Scheme; !strings.EqualFold(sc, "sip") && !strings.EqualFold(sc, "sips") {
 		return 416, "Unsupported URI Scheme", nil
 	}
 	if req.Recipient.Host == "" {
@@ -94,7 +92,7 @@ func (m *Sanity) check(r *Request) (int, string, sip.Header) {
 		// §3.1.2.11): refuse instead of guessing.
 		return 400, "Bad Request (headers in Request-URI)", nil
 	}
-	if pr := req.GetHeaders("Proxy-Require"); len(pr) > 0 {
+	if pr := HeadersNamed(req, "Proxy-Require"); len(pr) > 0 {
 		var tags []string
 		for _, h := range pr {
 			for _, t := range strings.Split(h.Value(), ",") {

@@ -83,6 +83,7 @@ type listener struct {
 	advPort int
 	closer  func() error
 	pc      net.PacketConn // the UDP socket, for stateless writes
+	path    string         // the Path header value for this listener, see PathValue
 }
 
 // setSipgoDefaultLogger guards sipgo's process-wide default logger, which
@@ -357,6 +358,8 @@ func (s *Server) listen(l Listen) error {
 		return fmt.Errorf("proxy: listen %s: unsupported network", l.Network)
 	}
 	ln.advHost, ln.advPort = s.advertised(ln.bound)
+	pu := rrURI(ln, "")
+	ln.path = "<" + pu.String() + ">"
 	s.mu.Lock()
 	s.lns = append(s.lns, ln)
 	s.ownHosts[strings.ToLower(ln.advHost)] = struct{}{}
@@ -380,7 +383,15 @@ func (s *Server) serve(f func() error) {
 }
 
 func mustAddrPort(a net.Addr) netip.AddrPort {
-	ap, _ := netip.ParseAddrPort(a.String())
+	var ap netip.AddrPort
+	switch a := a.(type) {
+	case *net.UDPAddr: // every message read over UDP: no string round trip
+		ap = a.AddrPort()
+	case *net.TCPAddr:
+		ap = a.AddrPort()
+	default:
+		ap, _ = netip.ParseAddrPort(a.String())
+	}
 	return netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
 }
 

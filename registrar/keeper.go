@@ -624,8 +624,8 @@ func (r *Registrar) sendRegister(ctx context.Context, reg *store.Registration, e
 		params.Add("expires", strconv.Itoa(int(expires.Seconds())))
 		req.AppendHeader(&sip.ContactHeader{Address: contact, Params: params})
 		if r.cfg.Path {
-			if p, err := srv.PathURI(up.Transport); err == nil {
-				req.AppendHeader(sip.NewHeader("Path", "<"+p.String()+">"))
+			if p, err := srv.PathValue(up.Transport); err == nil {
+				req.AppendHeader(sip.NewHeader("Path", p))
 			}
 		}
 		req.AppendHeader(sip.NewHeader(OnBehalfHeader, "refresh"))
@@ -647,7 +647,7 @@ func (r *Registrar) sendRegister(ctx context.Context, reg *store.Registration, e
 	}
 	if res.StatusCode == 423 && expires > 0 {
 		// Interval Too Brief: ask again for the PBX's Min-Expires.
-		if h := res.GetHeader("Min-Expires"); h != nil {
+		if h := proxy.FirstHeader(res, "Min-Expires"); h != nil {
 			if n, err := strconv.Atoi(strings.TrimSpace(h.Value())); err == nil && n > 0 && time.Duration(n)*time.Second > expires {
 				expires = time.Duration(n) * time.Second
 				if res, err = send(build(nil)); err != nil {
@@ -663,7 +663,7 @@ func (r *Registrar) sendRegister(ctx context.Context, reg *store.Registration, e
 	if res.StatusCode == 407 {
 		hname, aname = "Proxy-Authenticate", "Proxy-Authorization"
 	}
-	h := res.GetHeader(hname)
+	h := proxy.FirstHeader(res, hname)
 	if h == nil {
 		return res, nil
 	}
@@ -706,7 +706,7 @@ func (r *Registrar) credentials(ctx context.Context, aor string) (Credentials, e
 
 // grantedFor reads the expiry the PBX granted to the contact token.
 func (r *Registrar) grantedFor(res *sip.Response, token string, asked time.Duration) time.Duration {
-	for _, h := range res.GetHeaders("Contact") {
+	for _, h := range proxy.HeadersNamed(res, "Contact") {
 		c, ok := h.(*sip.ContactHeader)
 		if !ok || c.Address.User != token {
 			continue
@@ -716,7 +716,7 @@ func (r *Registrar) grantedFor(res *sip.Response, token string, asked time.Durat
 				return time.Duration(n) * time.Second
 			}
 		}
-		if h := res.GetHeader("Expires"); h != nil {
+		if h := proxy.FirstHeader(res, "Expires"); h != nil {
 			if n, err := strconv.Atoi(strings.TrimSpace(h.Value())); err == nil {
 				return time.Duration(n) * time.Second
 			}
@@ -728,7 +728,7 @@ func (r *Registrar) grantedFor(res *sip.Response, token string, asked time.Durat
 
 // retryAfter reads a response's Retry-After (seconds).
 func retryAfter(res *sip.Response) time.Duration {
-	h := res.GetHeader("Retry-After")
+	h := proxy.FirstHeader(res, "Retry-After")
 	if h == nil {
 		return 0
 	}

@@ -289,7 +289,7 @@ func (r *Registrar) parseRegister(req *proxy.Request) (*regState, int, string) {
 		return st, code, reason
 	}
 	st.aor = aor
-	contacts := req.Msg.GetHeaders("Contact")
+	contacts := proxy.HeadersNamed(req.Msg, "Contact")
 	switch {
 	case len(contacts) == 0:
 		return st, 0, "" // a query: relayed, answer translated
@@ -301,7 +301,7 @@ func (r *Registrar) parseRegister(req *proxy.Request) (*regState, int, string) {
 		return st, 400, "Bad Request (Contact)"
 	}
 	if c.Address.Wildcard || c.Address.Host == "*" || strings.TrimSpace(c.Value()) == "*" {
-		if exp := req.Msg.GetHeader("Expires"); exp == nil || strings.TrimSpace(exp.Value()) != "0" {
+		if exp := proxy.FirstHeader(req.Msg, "Expires"); exp == nil || strings.TrimSpace(exp.Value()) != "0" {
 			return st, 400, "Bad Request (Contact * needs Expires: 0)"
 		}
 		st.star = true
@@ -320,7 +320,7 @@ func (r *Registrar) parseRegister(req *proxy.Request) (*regState, int, string) {
 			return st, 400, "Bad Request (expires)"
 		}
 		st.requested = time.Duration(n) * time.Second
-	} else if h := req.Msg.GetHeader("Expires"); h != nil {
+	} else if h := proxy.FirstHeader(req.Msg, "Expires"); h != nil {
 		n, err := strconv.ParseUint(strings.TrimSpace(h.Value()), 10, 32)
 		if err != nil {
 			return st, 400, "Bad Request (Expires)"
@@ -403,8 +403,8 @@ func (r *Registrar) prepareUpstream(req *proxy.Request, out *sip.Request, st *re
 		out.RemoveHeader("Expires")
 	}
 	if r.cfg.Path {
-		if p, err := srv.PathURI(up.Transport); err == nil {
-			out.PrependHeader(sip.NewHeader("Path", "<"+p.String()+">"))
+		if p, err := srv.PathValue(up.Transport); err == nil {
+			out.PrependHeader(sip.NewHeader("Path", p))
 		}
 	}
 	if st.push != nil {
@@ -555,7 +555,7 @@ func (r *Registrar) grantedExpiry(res *sip.Response, st *regState) time.Duration
 // on the device's own contact (on-behalf mode), own < 0 leaves it out (a
 // device that left a shared contact).
 func (r *Registrar) translateContacts(ctx context.Context, st *regState, res *sip.Response, own time.Duration) *sip.Response {
-	hs := res.GetHeaders("Contact")
+	hs := proxy.HeadersNamed(res, "Contact")
 	if len(hs) == 0 {
 		return res
 	}
@@ -619,7 +619,7 @@ func headerParam(p sip.HeaderParams, name string) string {
 }
 
 func headerValue(m *sip.Request, name string) string {
-	if h := m.GetHeader(name); h != nil {
+	if h := proxy.FirstHeader(m, name); h != nil {
 		return h.Value()
 	}
 	return ""

@@ -714,7 +714,7 @@ func (c *call) onCallerCancel(cn *sip.Request) {
 		// Cancelled through another node: the transaction layer here
 		// never saw the CANCEL, so the INVITE is answered here.
 		c.req.Respond(487, "Request Terminated")
-	} else if h := cn.GetHeader("Reason"); h != nil {
+	} else if h := proxy.FirstHeader(cn, "Reason"); h != nil {
 		c.cancelWhy = sip.NewHeader("Reason", h.Value())
 	}
 	c.end(outcomeCancelled, nil)

@@ -56,7 +56,7 @@ func passThrough(m *sip.Request) bool {
 			return true
 		}
 	}
-	if h := m.GetHeader("Priority"); h != nil && strings.EqualFold(strings.TrimSpace(h.Value()), "non-urgent") {
+	if h := proxy.FirstHeader(m, "Priority"); h != nil && strings.EqualFold(strings.TrimSpace(h.Value()), "non-urgent") {
 		return true
 	}
 	return false

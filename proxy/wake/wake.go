@@ -103,10 +103,10 @@ func (w *Wake) admit(ctx context.Context, req *proxy.Request, next proxy.Handler
 // replaces an existing dialog (RFC 3891: the device is already in a call
 // with the app awake) and not one marked non-urgent (RFC 3261 §20.26).
 func pushAllowed(m *sip.Request) bool {
-	if m.GetHeader("Replaces") != nil {
+	if proxy.FirstHeader(m, "Replaces") != nil {
 		return false
 	}
-	if h := m.GetHeader("Priority"); h != nil && strings.EqualFold(strings.TrimSpace(h.Value()), "non-urgent") {
+	if h := proxy.FirstHeader(m, "Priority"); h != nil && strings.EqualFold(strings.TrimSpace(h.Value()), "non-urgent") {
 		return false
 	}
 	return true
