@@ -50,3 +50,12 @@ func RegistrationKeys(prefix, token, state string) (due, index, states, stateSet
 
 // AccountsKey returns the key of the accounts hash under prefix.
 func AccountsKey(prefix string) string { return keys{prefix: prefix}.accounts() }
+
+// PipelineLen is how many binding writes wait in the store's automatic
+// pipeline (0 without one).
+func (s *Store) PipelineLen() int {
+	if ap, ok := s.puts.(*goredis.AutoPipeliner); ok {
+		return ap.Len()
+	}
+	return 0
+}

@@ -1,0 +1,138 @@
+package redis_test
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	goredis "github.com/redis/go-redis/v9"
+
+	"github.com/sipwake/sipwake/store/redis"
+	"github.com/sipwake/sipwake/store/storetest"
+)
+
+// gateHook holds the first pipeline of binding writes until released, and
+// records the size of every pipeline.
+type gateHook struct {
+	held    chan struct{} // closed when the first pipeline is held
+	release chan struct{}
+	once    sync.Once
+
+	mu    sync.Mutex
+	sizes []int
+}
+
+func (g *gateHook) DialHook(next goredis.DialHook) goredis.DialHook { return next }
+
+// ProcessHook: a batch of one goes out as a plain command.
+func (g *gateHook) ProcessHook(next goredis.ProcessHook) goredis.ProcessHook {
+	return func(ctx context.Context, cmd goredis.Cmder) error {
+		g.trip([]goredis.Cmder{cmd})
+		return next(ctx, cmd)
+	}
+}
+
+func (g *gateHook) ProcessPipelineHook(next goredis.ProcessPipelineHook) goredis.ProcessPipelineHook {
+	return func(ctx context.Context, cmds []goredis.Cmder) error {
+		g.trip(cmds)
+		return next(ctx, cmds)
+	}
+}
+
+func (g *gateHook) trip(cmds []goredis.Cmder) {
+	n := 0
+	for _, c := range cmds {
+		if c.Name() == "evalsha" || c.Name() == "eval" {
+			n++
+		}
+	}
+	if n == 0 {
+		return
+	}
+	g.mu.Lock()
+	g.sizes = append(g.sizes, n)
+	g.mu.Unlock()
+	g.once.Do(func() {
+		close(g.held)
+		<-g.release
+	})
+}
+
+// TestBindingWritesDrainInOneTrip: binding writes that queue up while a
+// round trip is out (a machine short of CPU, a slow Redis) leave together
+// in the next one. With go-redis's default cap of 128 KiB per batch, 1,000
+// writes took 15 round trips of 68, one after the other.
+func TestBindingWritesDrainInOneTrip(t *testing.T) {
+	addr := storetest.StartRedis(t)
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+	s, err := redis.Open(ctx, redis.Options{Addresses: []string{addr}, NodeID: "n", KeyPrefix: prefixFor(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	// The first write after a server start loads the script (NOSCRIPT,
+	// then EVAL): done before the count.
+	warm := storetest.Fixture("sip:warm@example.com", "w", "tok-w", time.Hour)
+	if _, err := s.PutBinding(ctx, warm, 0); err != nil {
+		t.Fatal(err)
+	}
+	gate := &gateHook{held: make(chan struct{}), release: make(chan struct{})}
+	s.AddHook(gate)
+	released := false
+	defer func() {
+		if !released {
+			close(gate.release)
+		}
+	}()
+
+	const backlog = 1000
+	var wg sync.WaitGroup
+	errs := make(chan error, backlog+1)
+	var started atomic.Int32
+	put := func(i int) {
+		defer wg.Done()
+		if i > 0 {
+			started.Add(1)
+		}
+		b := storetest.Fixture(fmt.Sprintf("sip:backlog%d@example.com", i), fmt.Sprintf("dev%d", i), fmt.Sprintf("tok%d", i), time.Hour)
+		if _, err := s.PutBinding(ctx, b, 0); err != nil {
+			errs <- err
+		}
+	}
+	wg.Add(1)
+	go put(0)
+	select {
+	case <-gate.held:
+	case <-ctx.Done():
+		t.Fatal("the first write never reached the pipeline")
+	}
+	wg.Add(backlog)
+	for i := 1; i <= backlog; i++ {
+		go put(i)
+	}
+	for started.Load() < backlog {
+		if ctx.Err() != nil {
+			t.Fatalf("only %d of %d writes started", started.Load(), backlog)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	// From the call to the queue is a few microseconds of CPU.
+	time.Sleep(time.Second)
+	close(gate.release)
+	released = true
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+	gate.mu.Lock()
+	defer gate.mu.Unlock()
+	// One pipeline; two if a straggler missed it (a slow machine).
+	if rest := gate.sizes[1:]; len(rest) == 0 || len(rest) > 2 {
+		t.Errorf("the backlog of %d writes left in pipelines of %v, want one", backlog, rest)
+	}
+}
