@@ -319,19 +319,79 @@ type job struct {
 // workerIdle is how long a worker waits for another request.
 const workerIdle = 10 * time.Second
 
-// run hands the request to an idle worker, or starts one. Workers that
-// live from one request to the next keep the stack the handler chain
-// grew: a goroutine per request spent 8 to 10% of the CPU copying stacks
-// (sipgo starts one for every message it reads).
-func (s *Server) run(j job) {
-	select {
-	case s.jobs <- j:
-	default:
-		go s.worker(j)
+// idleWorkers is a stack of the workers waiting for a request: the next
+// request goes to the one that finished last. Workers that live from one
+// request to the next keep the stack the handler chain grew: a goroutine
+// per request spent 8 to 10% of the CPU copying stacks (sipgo starts one
+// for every message it reads). Taken in turn instead (a channel serves
+// its waiting receivers first come, first served), every worker of a
+// peak stayed in use, idle at each collection, which shrank its stack for
+// the next request to grow again; last in, first out keeps the few busy
+// ones warm and lets the rest time out.
+type idleWorkers struct {
+	mu    sync.Mutex
+	stack []*idleWorker
+}
+
+// idleWorker is a worker's mailbox: one request at a time (buffered, so
+// that a hand-off never blocks).
+type idleWorker struct{ jobs chan job }
+
+func (w *idleWorkers) push(iw *idleWorker) {
+	w.mu.Lock()
+	w.stack = append(w.stack, iw)
+	w.mu.Unlock()
+}
+
+// pop takes the worker idle the shortest time, if any.
+func (w *idleWorkers) pop() *idleWorker {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	n := len(w.stack)
+	if n == 0 {
+		return nil
 	}
+	iw := w.stack[n-1]
+	w.stack[n-1] = nil
+	w.stack = w.stack[:n-1]
+	return iw
+}
+
+// remove takes iw off the stack; false when pop took it first (a request
+// is then on its way to it).
+func (w *idleWorkers) remove(iw *idleWorker) bool {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	for i, x := range w.stack {
+		if x == iw {
+			copy(w.stack[i:], w.stack[i+1:])
+			w.stack[len(w.stack)-1] = nil
+			w.stack = w.stack[:len(w.stack)-1]
+			return true
+		}
+	}
+	return false
+}
+
+// len is how many workers wait.
+func (w *idleWorkers) len() int {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return len(w.stack)
+}
+
+// run hands the request to the worker idle the shortest time, or starts
+// one.
+func (s *Server) run(j job) {
+	if iw := s.idle.pop(); iw != nil {
+		iw.jobs <- j
+		return
+	}
+	go s.worker(j)
 }
 
 func (s *Server) worker(j job) {
+	me := &idleWorker{jobs: make(chan job, 1)}
 	idle := time.NewTimer(workerIdle)
 	defer idle.Stop()
 	for {
@@ -358,13 +418,19 @@ func (s *Server) worker(j job) {
 		}
 		j = job{} // hold nothing while idle
 		idle.Reset(workerIdle)
+		s.idle.push(me)
 		select {
-		case j = <-s.jobs:
+		case j = <-me.jobs:
+			continue
 		case <-idle.C:
-			return
 		case <-s.workerQuit:
-			return
 		}
+		if !s.idle.remove(me) {
+			// Taken at the same moment: serve that request first.
+			j = <-me.jobs
+			continue
+		}
+		return
 	}
 }
 

@@ -630,3 +630,70 @@ func TestAckBeforeBye(t *testing.T) {
 		dev.ExpectResponse(wait, 200)
 	}
 }
+
+func TestIdleWorkersLastInFirstOut(t *testing.T) {
+	var w idleWorkers
+	a, b, c := &idleWorker{}, &idleWorker{}, &idleWorker{}
+	w.push(a)
+	w.push(b)
+	w.push(c)
+	if got := w.pop(); got != c {
+		t.Fatal("pop did not take the worker idle the shortest time")
+	}
+	w.push(c)
+	if !w.remove(b) || w.remove(b) {
+		t.Fatal("remove: want true once, then false")
+	}
+	if w.pop() != c || w.pop() != a || w.pop() != nil || w.len() != 0 {
+		t.Fatal("stack order lost after a remove")
+	}
+}
+
+// TestWorkersReusedLastInFirstOut: after a peak of five REGISTERs at once,
+// requests one at a time all go to the worker that finished last; the
+// other four wait untouched (to time out), rather than every worker of the
+// peak taking its turn.
+func TestWorkersReusedLastInFirstOut(t *testing.T) {
+	tb := newTestBed(t)
+	dev := proxytest.NewUDP(t, "")
+	const peak = 5
+	var reqs []*sip.Request
+	for i := range peak {
+		dev.Send(tb.udp, register(dev, fmt.Sprintf("peak-%d", i)))
+	}
+	for range peak {
+		reqs = append(reqs, tb.pbx.ExpectRequest(wait, sip.REGISTER))
+	}
+	for _, r := range reqs {
+		tb.pbx.Reply(tb.udp, r, 200, "OK", "Contact: <sip:1001@"+dev.Addr()+">;expires=600")
+	}
+	for range peak {
+		dev.ExpectResponse(wait, 200)
+	}
+	snapshot := func() []*idleWorker {
+		t.Helper()
+		deadline := time.Now().Add(wait)
+		for tb.srv.idle.len() != peak {
+			if time.Now().After(deadline) {
+				t.Fatalf("%d idle workers, want %d", tb.srv.idle.len(), peak)
+			}
+			time.Sleep(time.Millisecond)
+		}
+		tb.srv.idle.mu.Lock()
+		defer tb.srv.idle.mu.Unlock()
+		return append([]*idleWorker(nil), tb.srv.idle.stack...)
+	}
+	before := snapshot()
+	for i := range 5 {
+		dev.Send(tb.udp, register(dev, fmt.Sprintf("after-%d", i)))
+		r := tb.pbx.ExpectRequest(wait, sip.REGISTER)
+		tb.pbx.Reply(tb.udp, r, 200, "OK", "Contact: <sip:1001@"+dev.Addr()+">;expires=600")
+		dev.ExpectResponse(wait, 200)
+		after := snapshot()
+		for j := range before {
+			if after[j] != before[j] {
+				t.Fatalf("request %d: idle workers reordered (position %d of %d changed)", i, j, peak)
+			}
+		}
+	}
+}

@@ -109,9 +109,9 @@ type Server struct {
 	acking   sync.Map // Call-ID -> chan closed once its ACK was sent on, see ackOrder
 	light    lightTable
 	resolver udpResolver
-	// jobs hands requests to idle workers (unbuffered); workerQuit,
-	// closed by Stop, ends the idle ones.
-	jobs       chan job
+	// idle holds the workers waiting for a request; workerQuit, closed
+	// by Stop, ends them.
+	idle       idleWorkers
 	workerQuit chan struct{}
 	quitOnce   sync.Once
 	timerF     atomic.Int64 // light client transactions' timeout (Timer F), ns
@@ -153,7 +153,7 @@ func New(cfg Config) (*Server, error) {
 		return nil, errors.New("proxy: no listener configured")
 	}
 	s := &Server{cfg: cfg, log: cfg.Logger, ownHosts: map[string]struct{}{},
-		jobs: make(chan job), workerQuit: make(chan struct{})}
+		workerQuit: make(chan struct{})}
 	s.timerF.Store(int64(sip.Timer_F))
 	s.flows.key = cfg.FlowKey
 	if len(s.flows.key) == 0 {
