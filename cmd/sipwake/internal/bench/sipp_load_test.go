@@ -179,7 +179,9 @@ func TestSIPpLoad(t *testing.T) {
 		"  %d s of traffic per run (-m = rate*%d), -timeout, -buff_size 4194304; a proxy stops stepping after a run with failed calls\n"+
 		"  (repeated once when other_cpu > %.0f%%). CPU = utime+stime of all the proxy's processes / wall time (100%% = one core);\n"+
 		"  µs/call = that CPU time / successful calls; RSS summed over processes, PSS from smaps_rollup; 'mid' sampled halfway,\n"+
-		"  '+%s' sampled %s after the run. other = the rest of the machine's CPU during the run (shared machine).\n",
+		"  '+%s' sampled %s after the run. other = the rest of the machine's CPU during the run (shared machine);\n"+
+		"  cpu_seen = CPU time the kernel accounted, busy and idle, / (wall time * CPUs): a run far below the others\n"+
+		"  lost CPU time to the host (not every hypervisor reports it as steal).\n",
 		b.set.secs, b.set.secs, b.set.retryOther, b.set.after, b.set.after)
 	if b.set.keepGoing {
 		b.printf("SIPWAKE_BENCH_KEEP_GOING=1: every rate is run, also after a run with failed calls\n")
@@ -724,8 +726,14 @@ type runResult struct {
 	Extra       map[string]float64
 	SIPpCPU     float64
 	OtherCPU    float64
-	UDPDrops    int64 // whole machine (RcvbufErrors)
-	ProxyDrops  int64 // at the proxy's own sockets (/proc/net/udp drops)
+	// CPUSeen is the CPU time the kernel accounted over the run, busy and
+	// idle, as a share of wall time times the CPUs (%). Two busy loops
+	// make it 100 here; SIPp runs showed 84 to 96. A run far below the
+	// others lost CPU time to the host, which not every hypervisor
+	// reports as steal: every process then got less done.
+	CPUSeen    float64
+	UDPDrops   int64 // whole machine (RcvbufErrors)
+	ProxyDrops int64 // at the proxy's own sockets (/proc/net/udp drops)
 	// UAS anomalies (SIPp UAS error log): BYE before ACK (the UAS aborts
 	// the call and answers the BYE; not a failed call) and INVITE
 	// retransmissions after its 200 (the UAS aborts; the call may fail).
@@ -876,6 +884,7 @@ func (b *bench) run(t *testing.T, test string, tg *target, rate int, args []stri
 	pd0 := udpDropsOf(inodes)
 	d0 := udpRcvbufErrors()
 	b0 := busyTicks()
+	a0 := allTicks()
 	p0 := ticksOf(tg.pids)
 	e0 := map[string]int64{}
 	for _, e := range tg.extra {
@@ -915,6 +924,7 @@ func (b *bench) run(t *testing.T, test string, tg *target, rate int, args []stri
 		}
 	}
 	b1 := busyTicks()
+	a1 := allTicks()
 	d1 := udpRcvbufErrors()
 	res.ProxyDrops = udpDropsOf(inodes) - pd0
 	for _, e := range tg.extra {
@@ -942,6 +952,9 @@ func (b *bench) run(t *testing.T, test string, tg *target, rate int, args []stri
 		extraTicks += v
 	}
 	res.OtherCPU = max(0, 100*float64(b1-b0)/clkTck/el-res.ProxyCPU-res.SIPpCPU-extraTicks)
+	if n := runtime.NumCPU(); n > 0 && el > 0 {
+		res.CPUSeen = 100 * float64(a1-a0) / clkTck / el / float64(n)
+	}
 	res.UDPDrops = d1 - d0
 	res.Mid = mid
 	st, err := readStats(stf)
@@ -1042,9 +1055,9 @@ func (b *bench) printRun(r runResult) {
 	for _, k := range keys {
 		extra += fmt.Sprintf(" %s_cpu=%.0f%%", k, r.Extra[k])
 	}
-	line := fmt.Sprintf("  run %-8s %-8s rate=%-5d count=%-6d ok=%-6d failed=%-5d retrans=%-5d achieved=%.0f/s elapsed=%.2fs cpu=%.0f%% µs/call=%.0f%s sipp_cpu=%.0f%% other_cpu=%.0f%% udp_drops=%d mid=%s after=%s MiB(RSS/PSS) rt=%s rc=%d",
+	line := fmt.Sprintf("  run %-8s %-8s rate=%-5d count=%-6d ok=%-6d failed=%-5d retrans=%-5d achieved=%.0f/s elapsed=%.2fs cpu=%.0f%% µs/call=%.0f%s sipp_cpu=%.0f%% other_cpu=%.0f%% cpu_seen=%.0f%% udp_drops=%d mid=%s after=%s MiB(RSS/PSS) rt=%s rc=%d",
 		r.Test, r.Proxy, r.Rate, r.Count, r.OK, r.Failed, r.Retrans, r.Achieved, r.Elapsed, r.ProxyCPU, r.usPerCall(), extra,
-		r.SIPpCPU, r.OtherCPU, r.UDPDrops, r.Mid, r.After, r.RT, r.ExitCode)
+		r.SIPpCPU, r.OtherCPU, r.CPUSeen, r.UDPDrops, r.Mid, r.After, r.RT, r.ExitCode)
 	line = strings.Replace(line, fmt.Sprintf("udp_drops=%d", r.UDPDrops), fmt.Sprintf("udp_drops=%d(proxy %d)", r.UDPDrops, r.ProxyDrops), 1)
 	if r.Test == "invite" || r.Test == "pbx-to-device" {
 		line += fmt.Sprintf(" uas_bye_before_ack=%d uas_invite_after_200=%d", r.UASByeBeforeAck, r.UASInviteAfter200)
@@ -1472,6 +1485,34 @@ func kbField(path, key string) int64 {
 		}
 	}
 	return 0
+}
+
+// allTicks is the CPU time the kernel accounted on all CPUs, busy or
+// idle, in clock ticks: wall time times the CPUs, unless the hypervisor
+// kept the CPUs from running (ticks then go missing, reported as steal
+// only by some hypervisors).
+func allTicks() int64 {
+	data, err := os.ReadFile("/proc/stat")
+	if err != nil {
+		return 0
+	}
+	line, _, _ := strings.Cut(string(data), "\n")
+	f := strings.Fields(line)
+	if len(f) < 2 || f[0] != "cpu" {
+		return 0
+	}
+	var t int64
+	for _, v := range f[1:] {
+		n, _ := strconv.ParseInt(v, 10, 64)
+		t += n
+	}
+	// guest and guest_nice (fields 9 and 10) are already in user and nice.
+	if len(f) > 10 {
+		g, _ := strconv.ParseInt(f[9], 10, 64)
+		gn, _ := strconv.ParseInt(f[10], 10, 64)
+		t -= g + gn
+	}
+	return t
 }
 
 // busyTicks is the machine's non-idle CPU time (all CPUs) in clock ticks.
