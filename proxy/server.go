@@ -320,6 +320,7 @@ func (s *Server) listen(l Listen) error {
 					zap.String("addr", pc.LocalAddr().String()),
 					zap.Int("asked_bytes", s.cfg.UDPBufferBytes), zap.Int("granted_bytes", got))
 			}
+			pc = newDirectUDP(uc)
 		}
 		if s.cfg.Tap != nil {
 			pc = &tapPacketConn{PacketConn: pc, tap: s.cfg.Tap, local: pc.LocalAddr().String()}
