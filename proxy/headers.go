@@ -36,6 +36,3 @@ func HeadersNamed(m headerList, name string) []sip.Header {
 	}
 	return out
 }
-
-// HasHeader reports whether m has a header called name, in any case.
-func HasHeader(m headerList, name string) bool { return FirstHeader(m, name) != nil }

@@ -88,7 +88,6 @@ func sendto(fd, family int, b []byte, to netip.AddrPort) (sent bool, errno sysca
 	if !a.IsValid() || a.Zone() != "" {
 		return false, 0
 	}
-	p := unsafe.Pointer(unsafe.SliceData(b))
 	port := to.Port()
 	switch family {
 	case syscall.AF_INET:
@@ -99,17 +98,13 @@ func sendto(fd, family int, b []byte, to netip.AddrPort) (sent bool, errno sysca
 		sa.Family = syscall.AF_INET
 		*(*[2]byte)(unsafe.Pointer(&sa.Port)) = [2]byte{byte(port >> 8), byte(port)}
 		sa.Addr = a.As4()
-		_, _, errno = syscall.Syscall6(syscall.SYS_SENDTO, uintptr(fd), uintptr(p), uintptr(len(b)), 0,
-			uintptr(unsafe.Pointer(&sa)), unsafe.Sizeof(sa))
-		return true, errno
+		return true, rawSendto(fd, b, unsafe.Pointer(&sa), unsafe.Sizeof(sa))
 	case syscall.AF_INET6: // a dual-stack socket takes IPv4 as ::ffff:a.b.c.d
 		var sa syscall.RawSockaddrInet6
 		sa.Family = syscall.AF_INET6
 		*(*[2]byte)(unsafe.Pointer(&sa.Port)) = [2]byte{byte(port >> 8), byte(port)}
 		sa.Addr = a.As16()
-		_, _, errno = syscall.Syscall6(syscall.SYS_SENDTO, uintptr(fd), uintptr(p), uintptr(len(b)), 0,
-			uintptr(unsafe.Pointer(&sa)), unsafe.Sizeof(sa))
-		return true, errno
+		return true, rawSendto(fd, b, unsafe.Pointer(&sa), unsafe.Sizeof(sa))
 	}
 	return false, 0
 }
@@ -128,4 +123,11 @@ func (d *directUDP) Close() error {
 	d.closed = true
 	d.mu.Unlock()
 	return d.UDPConn.Close()
+}
+
+// rawSendto is sendto(2) of b to the socket address at sa (salen bytes).
+func rawSendto(fd int, b []byte, sa unsafe.Pointer, salen uintptr) syscall.Errno {
+	_, _, errno := syscall.Syscall6(syscall.SYS_SENDTO, uintptr(fd), uintptr(unsafe.Pointer(unsafe.SliceData(b))),
+		uintptr(len(b)), 0, uintptr(sa), salen)
+	return errno
 }
