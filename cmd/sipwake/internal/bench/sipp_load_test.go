@@ -548,9 +548,17 @@ type extraProc struct {
 // memSample is RSS and PSS in KiB, summed over processes.
 type memSample struct {
 	RSS, PSS int64
+	// Anon is the anonymous part of RSS (heap, stacks, runtime): RSS
+	// less the binary's pages, which stay mapped once the load ran
+	// code that idle never touched.
+	Anon int64
 	// Goroutines and HeapInuse (bytes) are sipwake's, from /metrics.
 	Goroutines int64
 	HeapInuse  int64
+	// RuntimeSys (bytes) is what sipwake's runtime holds besides the
+	// heap: span structures, collector metadata and stacks, sized by the
+	// largest heap so far.
+	RuntimeSys int64
 }
 
 func (m memSample) String() string {
@@ -838,6 +846,13 @@ func (b *bench) sampleMem(tg *target) memSample {
 		}
 		if v, ok := scrapeMetrics(tg.opsURL, "go_memstats_heap_inuse_bytes"); ok {
 			m.HeapInuse = int64(v)
+		}
+		for _, name := range []string{"go_memstats_mspan_sys_bytes", "go_memstats_mcache_sys_bytes",
+			"go_memstats_gc_sys_bytes", "go_memstats_other_sys_bytes", "go_memstats_buck_hash_sys_bytes",
+			"go_memstats_stack_sys_bytes"} {
+			if v, ok := scrapeMetrics(tg.opsURL, name); ok {
+				m.RuntimeSys += int64(v)
+			}
 		}
 	}
 	return m
@@ -1201,8 +1216,9 @@ func (b *bench) goroutineDump(tg *target) {
 		time.Sleep(wait)
 	}
 	tg.final, tg.finalAt = b.sampleMem(tg), time.Since(tg.lastEnd).Round(time.Second)
-	b.printf("  sipwake %s after its last run: RSS/PSS %s MiB, %d goroutines, heap_inuse %d MiB (idle before load %s MiB)\n",
-		tg.finalAt, tg.final, tg.final.Goroutines, tg.final.HeapInuse>>20, tg.idle)
+	b.printf("  sipwake %s after its last run: RSS/PSS %s MiB (anonymous %d), %d goroutines, heap_inuse %d MiB, runtime %d MiB; idle before load: RSS/PSS %s MiB (anonymous %d), %d goroutines, heap_inuse %d MiB, runtime %d MiB\n",
+		tg.finalAt, tg.final, tg.final.Anon/1024, tg.final.Goroutines, tg.final.HeapInuse>>20, tg.final.RuntimeSys>>20,
+		tg.idle, tg.idle.Anon/1024, tg.idle.Goroutines, tg.idle.HeapInuse>>20, tg.idle.RuntimeSys>>20)
 	before, _ := os.ReadFile(tg.log)
 	_ = syscall.Kill(tg.proc.pid(), syscall.SIGQUIT)
 	select {
@@ -1464,6 +1480,7 @@ func memOf(pids []int) memSample {
 	var m memSample
 	for _, p := range pids {
 		m.RSS += kbField(fmt.Sprintf("/proc/%d/status", p), "VmRSS:")
+		m.Anon += kbField(fmt.Sprintf("/proc/%d/status", p), "RssAnon:")
 		m.PSS += kbField(fmt.Sprintf("/proc/%d/smaps_rollup", p), "Pss:")
 	}
 	return m
