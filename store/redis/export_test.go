@@ -59,3 +59,10 @@ func (s *Store) PipelineLen() int {
 	}
 	return 0
 }
+
+// PipelineAlone sends every binding write through the automatic
+// pipeline, a lone one too (tests of the pipeline itself).
+func (s *Store) PipelineAlone() { s.pipelineAlone = true }
+
+// DirectPuts is how many binding writes at once skip the pipeline.
+const DirectPuts = directPuts

@@ -76,6 +76,7 @@ func TestBindingWritesDrainInOneTrip(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer s.Close()
+	s.PipelineAlone()
 	// The first write after a server start loads the script (NOSCRIPT,
 	// then EVAL): done before the count.
 	warm := storetest.Fixture("sip:warm@example.com", "w", "tok-w", time.Hour)
@@ -154,6 +155,7 @@ func TestBindingWriteGarbage(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer s.Close()
+	s.PipelineAlone() // a lone write skips the pipeline otherwise
 	const n = 400
 	bindings := make([]store.Binding, 2*n)
 	for i := range bindings {
@@ -176,5 +178,129 @@ func TestBindingWriteGarbage(t *testing.T) {
 	t.Logf("%d bytes allocated per binding write", per)
 	if per > 16<<10 {
 		t.Errorf("%d bytes allocated per binding write, want at most 16 KiB", per)
+	}
+}
+
+// callerKey marks the context of a binding write, to tell the commands
+// sent on the caller's context from those the pipeliner sends on its own.
+type callerKey struct{}
+
+// pathHook counts binding writes by the way they reached Redis: on the
+// caller's own context (straight from the client), or otherwise (the
+// pipeliner's batches, on its context).
+type pathHook struct {
+	direct, pipelined atomic.Int32
+	hold              chan struct{} // when set, a direct write waits on it
+}
+
+func (h *pathHook) DialHook(next goredis.DialHook) goredis.DialHook { return next }
+
+func (h *pathHook) ProcessHook(next goredis.ProcessHook) goredis.ProcessHook {
+	return func(ctx context.Context, cmd goredis.Cmder) error {
+		if cmd.Name() == "evalsha" || cmd.Name() == "eval" {
+			if ctx.Value(callerKey{}) != nil {
+				h.direct.Add(1)
+				if h.hold != nil {
+					select {
+					case <-h.hold:
+					case <-ctx.Done():
+					}
+				}
+			} else {
+				h.pipelined.Add(1)
+			}
+		}
+		return next(ctx, cmd)
+	}
+}
+
+func (h *pathHook) ProcessPipelineHook(next goredis.ProcessPipelineHook) goredis.ProcessPipelineHook {
+	return func(ctx context.Context, cmds []goredis.Cmder) error {
+		for _, c := range cmds {
+			if c.Name() == "evalsha" || c.Name() == "eval" {
+				h.pipelined.Add(1)
+			}
+		}
+		return next(ctx, cmds)
+	}
+}
+
+// TestLoneBindingWriteSkipsPipeline: a binding write with few beside it
+// goes straight to Redis, one round trip on the caller's goroutine; beyond
+// DirectPuts at once, writes share the pipeline.
+func TestLoneBindingWriteSkipsPipeline(t *testing.T) {
+	addr := storetest.StartRedis(t)
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+	s, err := redis.Open(ctx, redis.Options{Addresses: []string{addr}, NodeID: "n", KeyPrefix: prefixFor(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	h := &pathHook{}
+	s.AddHook(h)
+	wctx := context.WithValue(ctx, callerKey{}, true)
+	put := func(i int) error {
+		b := storetest.Fixture(fmt.Sprintf("sip:lone%d@example.com", i), fmt.Sprintf("dev%d", i), fmt.Sprintf("tok%d", i), time.Hour)
+		_, err := s.PutBinding(wctx, b, 0)
+		return err
+	}
+	const lone = 20
+	for i := range lone {
+		if err := put(i); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// The first write loads the script: EVALSHA, then EVAL.
+	if d, p := h.direct.Load(), h.pipelined.Load(); d < lone || p != 0 {
+		t.Fatalf("%d writes one after the other: %d direct, %d pipelined; want all direct", lone, d, p)
+	}
+
+	// As many writes held on their way as go straight: the writes beside
+	// them take the pipeline.
+	h.direct.Store(0)
+	h.hold = make(chan struct{})
+	first := make(chan error, redis.DirectPuts)
+	for i := range redis.DirectPuts {
+		go func() { first <- put(lone + i) }()
+	}
+	for h.direct.Load() < redis.DirectPuts {
+		if ctx.Err() != nil {
+			t.Fatalf("%d of %d writes reached Redis", h.direct.Load(), redis.DirectPuts)
+		}
+		time.Sleep(time.Millisecond)
+	}
+	const beside = 30
+	var wg sync.WaitGroup
+	errs := make(chan error, beside)
+	for i := range beside {
+		wg.Go(func() {
+			if err := put(lone + redis.DirectPuts + i); err != nil {
+				errs <- err
+			}
+		})
+	}
+	// The writes beside end while the first ones are held; should one of
+	// them be held too, it is let go after 2 s and the count below fails.
+	waited := make(chan struct{})
+	go func() { wg.Wait(); close(waited) }()
+	select {
+	case <-waited:
+	case <-time.After(2 * time.Second):
+	}
+	close(h.hold)
+	wg.Wait()
+	for range redis.DirectPuts {
+		if err := <-first; err != nil {
+			t.Fatal(err)
+		}
+	}
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+	if d, p := h.direct.Load(), h.pipelined.Load(); d != redis.DirectPuts || p != beside {
+		t.Fatalf("%d writes beside %d held ones: %d direct, %d pipelined; want %d and %d",
+			beside, redis.DirectPuts, d, p, redis.DirectPuts, beside)
 	}
 }

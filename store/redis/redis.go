@@ -32,9 +32,18 @@ type Store struct {
 	// pair of syscalls instead of one each; the client otherwise.
 	puts    goredis.Scripter
 	closeAP func() error
-	keys    keys
-	node    string
-	metrics *metrics
+	// putting counts the binding writes under way. Up to directPuts at
+	// once go straight to the client (unless pipelineAlone): the
+	// pipeliner hands a command from the caller to its flusher and, when
+	// it is alone, on to a goroutine of its own, wake-ups that cost 10 to
+	// 14 % of sipwake's CPU at 1,000 REGISTER/s (make bench-sipp), where a
+	// few writes overlap. Beyond that, under load, they share the
+	// pipeline, whose batches drain a backlog in one round trip.
+	putting       atomic.Int32
+	pipelineAlone bool // tests: every write through the pipeliner
+	keys          keys
+	node          string
+	metrics       *metrics
 	// oneTrip: every key lives on one server (not a Cluster client), so
 	// each write is one script that also maintains the token index and
 	// publishes the events (see scripts.go).
@@ -95,6 +104,11 @@ func Open(ctx context.Context, opt Options) (*Store, error) {
 		done:         make(chan struct{}),
 	}, nil
 }
+
+// directPuts is how many binding writes at once go straight to the
+// client, each on a connection of its own; more than that share the
+// pipeline.
+const directPuts = 4
 
 // autoPipelineOptions configures the pipeline that carries the binding
 // writes of every REGISTER: go-redis's blocking defaults, with batches
@@ -228,7 +242,12 @@ func (s *Store) PutBinding(ctx context.Context, b store.Binding, max int) (repla
 		}
 		args = append(args, s.keys.tokenPrefix(), link, s.keys.events(), put, head, tail, s.keys.msgAOR(b.AOR), putNone)
 	}
-	res, err := script.Run(ctx, s.puts, scriptKeys, args...).Slice()
+	var run goredis.Scripter = s.puts
+	if s.putting.Add(1) <= directPuts && !s.pipelineAlone {
+		run = s.client
+	}
+	res, err := script.Run(ctx, run, scriptKeys, args...).Slice()
+	s.putting.Add(-1)
 	if err != nil {
 		return false, fail("put binding", err)
 	}
