@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"net/netip"
@@ -654,4 +655,36 @@ func TestInviteAcceptedKeptT4(t *testing.T) {
 	// request itself, RFC 3261 §8.2.2.2).
 	dev.Send(tb.udp, inv)
 	tb.pbx.ExpectRequest(wait, sip.INVITE)
+}
+
+// TestIsOwnURITransport: a URI is ours when it names one of our listeners,
+// by transport as well as port. A device on TCP whose port number equals
+// our UDP listener's is not us: its contact was taken for a sipwake
+// contact, and the ACK and re-INVITE of its call were lost (404).
+func TestIsOwnURITransport(t *testing.T) {
+	tb := newTestBed(t)
+	udpPort := netip.MustParseAddrPort(tb.udp).Port()
+	tcpPort := netip.MustParseAddrPort(tb.tcp).Port()
+	for _, tc := range []struct {
+		uri  string
+		want bool
+	}{
+		{fmt.Sprintf("sip:dev@127.0.0.1:%d", udpPort), true},
+		{fmt.Sprintf("sip:127.0.0.1:%d;transport=udp;lr", udpPort), true},
+		{fmt.Sprintf("sip:dev@127.0.0.1:%d;transport=tcp", udpPort), udpPort == tcpPort},
+		{fmt.Sprintf("sip:127.0.0.1:%d;transport=tcp;lr", tcpPort), true},
+		{fmt.Sprintf("sip:127.0.0.1:%d;transport=TCP", tcpPort), true},
+		{fmt.Sprintf("sip:127.0.0.1:%d;transport=udp", tcpPort), udpPort == tcpPort},
+		{fmt.Sprintf("sip:127.0.0.1:%d", tcpPort), true},
+		{fmt.Sprintf("sips:127.0.0.1:%d", tcpPort), false}, // no TLS listener
+		{fmt.Sprintf("sip:dev@192.0.2.1:%d", udpPort), false},
+	} {
+		var u sip.Uri
+		if err := sip.ParseUri(tc.uri, &u); err != nil {
+			t.Fatal(err)
+		}
+		if got := tb.srv.IsOwnURI(&u); got != tc.want {
+			t.Errorf("IsOwnURI(%s) = %v, want %v", tc.uri, got, tc.want)
+		}
+	}
 }

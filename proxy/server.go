@@ -487,7 +487,12 @@ func (s *Server) ContactURI(transport, user string) (sip.Uri, error) {
 	return u, nil
 }
 
-// IsOwnURI reports whether u points at this proxy (host and port).
+// IsOwnURI reports whether u points at this proxy: host and port of one
+// of its listeners, of the URI's transport when it names one (its
+// transport parameter, or TLS for sips), of any transport otherwise.
+// Ports of different transports are independent: a device's contact
+// "sip:dev@host:5070;transport=tcp" is not ours because our UDP listener
+// happens to be on 5070.
 func (s *Server) IsOwnURI(u *sip.Uri) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -495,7 +500,17 @@ func (s *Server) IsOwnURI(u *sip.Uri) bool {
 	if _, ok := s.ownHosts[host]; !ok {
 		return false
 	}
+	want := ""
+	if v, ok := u.UriParams.Get("transport"); ok {
+		want = strings.ToUpper(v)
+	}
+	if u.IsEncrypted() && (want == "" || want == "TCP") {
+		want = "TLS"
+	}
 	for _, l := range s.lns {
+		if want != "" && l.network != want {
+			continue
+		}
 		port := u.Port
 		if port == 0 {
 			port = sip.DefaultPort(l.network)
