@@ -63,19 +63,27 @@ func (g *gateHook) trip(cmds []goredis.Cmder) {
 	})
 }
 
+// openPipelineStore opens a store on a fresh redis-server, with a context
+// that bounds the test; both end with it.
+func openPipelineStore(t *testing.T) (*redis.Store, context.Context) {
+	t.Helper()
+	addr := storetest.StartRedis(t)
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	t.Cleanup(cancel)
+	s, err := redis.Open(ctx, redis.Options{Addresses: []string{addr}, NodeID: "n", KeyPrefix: prefixFor(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = s.Close() })
+	return s, ctx
+}
+
 // TestBindingWritesDrainInOneTrip: binding writes that queue up while a
 // round trip is out (a machine short of CPU, a slow Redis) leave together
 // in the next one. With go-redis's default cap of 128 KiB per batch, 1,000
 // writes took 15 round trips of 68, one after the other.
 func TestBindingWritesDrainInOneTrip(t *testing.T) {
-	addr := storetest.StartRedis(t)
-	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
-	defer cancel()
-	s, err := redis.Open(ctx, redis.Options{Addresses: []string{addr}, NodeID: "n", KeyPrefix: prefixFor(t)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
+	s, ctx := openPipelineStore(t)
 	s.PipelineAlone()
 	// The first write after a server start loads the script (NOSCRIPT,
 	// then EVAL): done before the count.
@@ -147,14 +155,7 @@ func TestBindingWritesDrainInOneTrip(t *testing.T) {
 // of all the bytes a registration allocated (BenchmarkRegisterPassthrough
 // Parallel: 91 KiB a registration against 64).
 func TestBindingWriteGarbage(t *testing.T) {
-	addr := storetest.StartRedis(t)
-	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
-	defer cancel()
-	s, err := redis.Open(ctx, redis.Options{Addresses: []string{addr}, NodeID: "n", KeyPrefix: prefixFor(t)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
+	s, ctx := openPipelineStore(t)
 	s.PipelineAlone() // a lone write skips the pipeline otherwise
 	const n = 400
 	bindings := make([]store.Binding, 2*n)
@@ -229,14 +230,7 @@ func (h *pathHook) ProcessPipelineHook(next goredis.ProcessPipelineHook) goredis
 // goes straight to Redis, one round trip on the caller's goroutine; beyond
 // DirectPuts at once, writes share the pipeline.
 func TestLoneBindingWriteSkipsPipeline(t *testing.T) {
-	addr := storetest.StartRedis(t)
-	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
-	defer cancel()
-	s, err := redis.Open(ctx, redis.Options{Addresses: []string{addr}, NodeID: "n", KeyPrefix: prefixFor(t)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
+	s, ctx := openPipelineStore(t)
 	h := &pathHook{}
 	s.AddHook(h)
 	wctx := context.WithValue(ctx, callerKey{}, true)

@@ -16,6 +16,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -841,18 +842,14 @@ func (b *bench) idle(targets []*target) {
 func (b *bench) sampleMem(tg *target) memSample {
 	m := memOf(tg.pids)
 	if tg.opsURL != "" {
-		if v, ok := scrapeMetrics(tg.opsURL, "go_goroutines"); ok {
-			m.Goroutines = int64(v)
-		}
-		if v, ok := scrapeMetrics(tg.opsURL, "go_memstats_heap_inuse_bytes"); ok {
-			m.HeapInuse = int64(v)
-		}
-		for _, name := range []string{"go_memstats_mspan_sys_bytes", "go_memstats_mcache_sys_bytes",
+		runtimeSys := []string{"go_memstats_mspan_sys_bytes", "go_memstats_mcache_sys_bytes",
 			"go_memstats_gc_sys_bytes", "go_memstats_other_sys_bytes", "go_memstats_buck_hash_sys_bytes",
-			"go_memstats_stack_sys_bytes"} {
-			if v, ok := scrapeMetrics(tg.opsURL, name); ok {
-				m.RuntimeSys += int64(v)
-			}
+			"go_memstats_stack_sys_bytes"}
+		v := scrapeMetrics(tg.opsURL, append(runtimeSys, "go_goroutines", "go_memstats_heap_inuse_bytes")...)
+		m.Goroutines = int64(v["go_goroutines"])
+		m.HeapInuse = int64(v["go_memstats_heap_inuse_bytes"])
+		for _, name := range runtimeSys {
+			m.RuntimeSys += int64(v[name])
 		}
 	}
 	return m
@@ -1750,23 +1747,28 @@ func optionsPing(addr string) error {
 	}
 }
 
-// scrapeMetrics reads one unlabelled metric from a Prometheus text endpoint.
-func scrapeMetrics(base, name string) (float64, bool) {
+// scrapeMetrics reads the unlabelled samples named on a Prometheus text
+// endpoint in one request; a name not there is missing from the map.
+func scrapeMetrics(base string, names ...string) map[string]float64 {
+	out := map[string]float64{}
 	c := http.Client{Timeout: 2 * time.Second}
 	res, err := c.Get(base + "/metrics")
 	if err != nil {
-		return 0, false
+		return out
 	}
 	defer res.Body.Close()
 	sc := bufio.NewScanner(res.Body)
 	sc.Buffer(make([]byte, 0, 64*1024), 1<<20)
 	for sc.Scan() {
-		if v, ok := strings.CutPrefix(sc.Text(), name+" "); ok {
-			f, err := strconv.ParseFloat(strings.TrimSpace(v), 64)
-			return f, err == nil
+		name, v, ok := strings.Cut(sc.Text(), " ")
+		if !ok || !slices.Contains(names, name) {
+			continue
+		}
+		if f, err := strconv.ParseFloat(strings.TrimSpace(v), 64); err == nil {
+			out[name] = f
 		}
 	}
-	return 0, false
+	return out
 }
 
 // scrapeSum sums the samples of one metric on a Prometheus text endpoint
